@@ -1,0 +1,1 @@
+"""The HTTP service: routers per resource, auth, idempotency, errors."""

@@ -1,0 +1,53 @@
+"""The HTTP application: `create_app()` wires routers, errors and limits around a `Runtime`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from paygate import __version__
+from paygate.api import errors, health
+from paygate.api.limits import BodyLimit
+from paygate.config import Settings, get_settings
+from paygate.customers.routes import router as customers_router
+from paygate.merchants.routes import router as merchants_router
+from paygate.payments.routes import router as payments_router
+from paygate.refunds.routes import router as refunds_router
+from paygate.runtime import Runtime
+
+DESCRIPTION = """
+Card payments, refunds and customers over a versioned JSON API.
+
+Authenticate with `Authorization: Bearer <key>`: a merchant's secret key (`sk_test_…`) for its
+own objects, the admin key for platform operations (`/v1/merchants`). Every write takes an
+`Idempotency-Key` header (required on payment and refund creation): a retry with the same key
+and request replays the first response. Amounts are integers in the currency's minor unit.
+Errors answer `{"error": {"type", "code", "message", "param"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    rt = runtime or Runtime.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if runtime is None:
+            await rt.close()
+
+    app = FastAPI(title="Paygate", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.runtime = rt
+    errors.install(app)
+    for router in (
+        health.router,
+        merchants_router,
+        payments_router,
+        refunds_router,
+        customers_router,
+    ):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,124 @@
+"""Every failure answers the contract shape `{"error": {"type", "code", "message", "param"}}`.
+
+Framework validation errors quote the input by default; here only the field's path and a
+message that quotes nothing are kept, so no card number or CVC is ever echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from paygate.api.responses import json_response
+from paygate.errors import PaygateError, StateConflict
+from paygate.payments.models import TransitionRefused
+from paygate.platform.logging import log
+
+_LONG_DIGITS = re.compile(r"\d[\d -]{10,}\d")
+
+# Pydantic error types → our codes. Custom types raised by our validators pass through as codes.
+_CODES = {
+    "missing": "parameter_missing",
+    "extra_forbidden": "parameter_unknown",
+    "json_invalid": "invalid_json",
+    "model_attributes_type": "parameter_invalid",
+}
+_OWN_CODES = {
+    "invalid_number",
+    "invalid_expiry",
+    "invalid_cvc",
+    "invalid_currency",
+    "invalid_amount",
+    "invalid_metadata",
+}
+
+
+_HTTP_CODES = {404: "resource_missing", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc[1:] if isinstance(p, str | int)]
+    if loc and loc[0] == "header":
+        return {"idempotency-key": "Idempotency-Key"}.get(parts[0], parts[0]) if parts else None
+    return ".".join(parts) or None
+
+
+def _message(err: dict[str, Any], param: str | None) -> str:
+    if err["type"] == "json_invalid":
+        return "The request body is not valid JSON."
+    if err["type"] == "missing":
+        return f"Missing required parameter: {param}."
+    if err["type"] == "extra_forbidden":
+        return f"Unknown parameter: {param}."
+    msg = str(err.get("msg", "Invalid value."))
+    msg = msg.removeprefix("Value error, ")
+    msg = _LONG_DIGITS.sub("…", msg)
+    return f"Invalid {param}: {msg}" if param else msg
+
+
+def validation_error(err: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    param = _param(tuple(err.get("loc", ())))
+    etype = err.get("type", "")
+    code = etype if etype in _OWN_CODES else _CODES.get(etype, "parameter_invalid")
+    if etype == "json_invalid":
+        param = None
+    return 400, {
+        "error": {
+            "type": "invalid_request_error",
+            "code": code,
+            "message": _message(err, param),
+            "param": param,
+        }
+    }
+
+
+def error_reply(exc: PaygateError | TransitionRefused) -> tuple[int, dict[str, Any]]:
+    """(status, body) of a refused request; a state the object is in refuses with `409`."""
+    if isinstance(exc, TransitionRefused):
+        exc = StateConflict(str(exc), param=exc.param)
+    return exc.status, exc.body()
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(PaygateError)
+    async def _paygate(_request: Request, exc: PaygateError) -> Response:
+        return json_response(exc.body(), exc.status, exc.headers)
+
+    @app.exception_handler(TransitionRefused)
+    async def _refused(_request: Request, exc: TransitionRefused) -> Response:
+        status, body = error_reply(exc)
+        return json_response(body, status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> Response:
+        status, body = validation_error(exc.errors()[0])
+        return json_response(body, status)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> Response:
+        kind = "invalid_request_error" if exc.status_code < 500 else "api_error"
+        code = {404: "resource_missing", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status_code, "error"
+        )
+        body = {"error": {"type": kind, "code": code, "message": str(exc.detail), "param": None}}
+        return json_response(body, exc.status_code, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _fault(request: Request, exc: Exception) -> Response:
+        log.error(
+            "http.unhandled_error", path=request.url.path, error=type(exc).__name__, exc_info=exc
+        )
+        body = {
+            "error": {
+                "type": "api_error",
+                "code": "internal_error",
+                "message": "An internal error occurred; it has been logged.",
+                "param": None,
+            }
+        }
+        return json_response(body, 500)

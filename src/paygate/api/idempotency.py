@@ -1,0 +1,164 @@
+"""Idempotency keys (DESIGN.md section 2; the IETF Idempotency-Key header draft).
+
+A write that carries `Idempotency-Key` runs as one unit of work:
+
+1. In flight? The scope (merchant, endpoint, key) is claimed in this process, and on PostgreSQL
+   with `pg_try_advisory_xact_lock` inside the transaction, so a second request with the same key
+   from any process gets `409` at once. Both claims end with the transaction or the process: a
+   killed server never leaves a key stuck in flight.
+2. Seen before? The stored record replays the first response byte for byte with
+   `Idempotent-Replayed: true`, or `422` when the request differs (HMAC fingerprint of the
+   canonical request; the raw body holds card data and is never kept).
+3. Otherwise the effects run in a savepoint, and the record with the exact response bytes is
+   inserted in the same transaction. A refused request (a 4xx raised once execution started)
+   rolls its effects back and still records its response, so a retry sees the same answer.
+
+The unit of work is a plain `work(conn)` callable: a group-commit runner can later run many of
+them in one database transaction, each in its own savepoint, without changing any endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from paygate.api.auth import Principal, runtime
+from paygate.api.errors import error_reply
+from paygate.api.responses import JSONBytes, encode
+from paygate.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PaygateError
+from paygate.ids import now_s
+from paygate.payments.models import TransitionRefused
+from paygate.platform.db.tables import idempotency_keys as records
+from paygate.platform.faults import crash_point
+
+Reply = tuple[int, Any]
+Work = Callable[[AsyncConnection], Awaitable[Reply]]
+
+MAX_KEY_LENGTH = 255
+
+
+def _key(request: Request, required: bool) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        if required:
+            raise InvalidRequest(
+                "This endpoint requires an Idempotency-Key header (a unique value per operation, "
+                "such as a UUID), so that a retry never repeats it.",
+                param="Idempotency-Key",
+                code="idempotency_key_missing",
+            )
+        return None
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidRequest(
+            f"The Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.",
+            param="Idempotency-Key",
+        )
+    return key
+
+
+async def _fingerprint(request: Request, secret: bytes) -> str:
+    raw = await request.body()
+    canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
+    query = "&".join(sorted(request.url.query.split("&"))) if request.url.query else ""
+    message = b"\n".join(
+        [request.method.encode(), request.url.path.encode(), query.encode(), canonical]
+    )
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _lock_id(scope: tuple[str, str, str]) -> int:
+    digest = hashlib.blake2b("\x1f".join(scope).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def execute(
+    request: Request, principal: Principal, work: Work, *, required: bool = False
+) -> Response:
+    """Run `work` as the request's unit of work, under its idempotency key when one is sent."""
+    rt = runtime(request)
+    key = _key(request, required)
+    if key is None:
+        async with rt.db.transaction() as conn:
+            status, body = await work(conn)
+        return JSONBytes(encode(body), status_code=status)
+
+    scope = (principal.merchant_id or "admin", f"{request.method} {request.url.path}", key)
+    fingerprint = await _fingerprint(request, rt.hmac_key)
+    if scope in rt.inflight:
+        raise _in_flight()
+    rt.inflight.add(scope)
+    try:
+        async with rt.db.transaction() as conn:
+            if not rt.db.is_sqlite:
+                locked = await conn.scalar(
+                    sa.select(sa.func.pg_try_advisory_xact_lock(_lock_id(scope)))
+                )
+                if not locked:
+                    raise _in_flight()
+            where = sa.and_(
+                records.c.merchant_id == scope[0],
+                records.c.endpoint == scope[1],
+                records.c.key == scope[2],
+            )
+            found = (await conn.execute(sa.select(records).where(where))).one_or_none()
+            if found is not None and found.expires_at > now_s():
+                if not hmac.compare_digest(found.fingerprint, fingerprint):
+                    raise IdempotencyMismatch(
+                        "This Idempotency-Key was used with a different request; "
+                        "use a new key for a new request."
+                    )
+                return JSONBytes(
+                    bytes(found.response_body),
+                    status_code=found.response_status,
+                    headers={"Idempotent-Replayed": "true"},
+                )
+            if found is not None:
+                await conn.execute(records.delete().where(where))
+
+            savepoint = await conn.begin_nested()
+            try:
+                status, body = await work(conn)
+                await savepoint.commit()
+            except (PaygateError, TransitionRefused) as exc:
+                await savepoint.rollback()
+                status, body = error_reply(exc)
+            payload = encode(body)
+            now = now_s()
+            await conn.execute(
+                records.insert().values(
+                    merchant_id=scope[0],
+                    endpoint=scope[1],
+                    key=scope[2],
+                    fingerprint=fingerprint,
+                    response_status=status,
+                    response_body=payload,
+                    created=now,
+                    expires_at=now + rt.settings.idempotency_ttl_s,
+                )
+            )
+            crash_point("idempotency.before_commit")
+        crash_point("idempotency.after_commit")
+        return JSONBytes(payload, status_code=status)
+    finally:
+        rt.inflight.discard(scope)
+
+
+def _in_flight() -> IdempotencyInFlight:
+    return IdempotencyInFlight(
+        "A request with this Idempotency-Key is still being processed; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def prune(conn: AsyncConnection) -> int:
+    """Delete records past their 24 h window."""
+    result = await conn.execute(records.delete().where(records.c.expires_at <= now_s()))
+    return result.rowcount

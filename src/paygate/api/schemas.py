@@ -1,0 +1,69 @@
+"""Shared request building blocks: strict models (no coercion, no unknown fields), metadata,
+amounts, currencies, and the list envelope."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic_core import PydanticCustomError
+
+from paygate import money
+
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY = 40
+MAX_METADATA_VALUE = 500
+
+
+class Strict(BaseModel):
+    """Request bodies: JSON types exactly (no "12" for 12, no true for 1), no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", str_max_length=5000)
+
+
+def _amount(value: int) -> int:
+    if not 0 < value <= money.MAX_AMOUNT:
+        raise PydanticCustomError(
+            "invalid_amount",
+            "must be a positive integer in the currency's minor unit, at most {max}",
+            {"max": money.MAX_AMOUNT},
+        )
+    return value
+
+
+def _currency(value: str) -> str:
+    code = value.lower()
+    if not money.is_currency(code):
+        raise PydanticCustomError("invalid_currency", "must be an ISO 4217 currency code")
+    return code
+
+
+def _metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise PydanticCustomError("invalid_metadata", "at most 50 keys")
+    for key, item in value.items():
+        if not key or len(key) > MAX_METADATA_KEY:
+            raise PydanticCustomError("invalid_metadata", "keys are 1 to 40 characters")
+        if len(item) > MAX_METADATA_VALUE:
+            raise PydanticCustomError("invalid_metadata", "values are at most 500 characters")
+    return value
+
+
+Amount = Annotated[StrictInt, AfterValidator(_amount), Field(examples=[1999])]
+Currency = Annotated[str, AfterValidator(_currency), Field(examples=["usd"])]
+Metadata = Annotated[dict[str, str], AfterValidator(_metadata)]
+Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+
+
+class ListOut(BaseModel):
+    object: str = "list"
+    data: list[Any]
+    has_more: bool
+
+
+def page(rows: list[dict[str, Any]], limit: int, *, backwards: bool = False) -> dict[str, Any]:
+    """The list envelope from `limit + 1` fetched rows (oldest extra row first when paging
+    backwards)."""
+    more = len(rows) > limit
+    data = rows[-limit:] if backwards and more else rows[:limit]
+    return {"object": "list", "data": data, "has_more": more}

@@ -1,0 +1,152 @@
+"""Commands (DESIGN.md section 4): `paygate serve | api | migrate | bank-sim`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from paygate.config import Settings, get_settings
+from paygate.platform.logging import configure_logging
+
+app = typer.Typer(
+    help="Paygate: a self-hostable payment gateway.", no_args_is_help=True, add_completion=False
+)
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    base = get_settings()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=given) if given else base
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (SQLite or PostgreSQL, from PAYGATE_DATABASE_URL)."""
+    from paygate.platform.db.migrate import upgrade
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    upgrade(settings.resolved_database_url)
+    console.print(f"schema up to date ({settings.resolved_database_url.split(':', 1)[0]})")
+
+
+@app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="HTTP port (PAYGATE_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    demo: Annotated[bool, typer.Option(help="Create a demo merchant and print its keys.")] = False,
+) -> None:
+    """The whole gateway in one process on the embedded default (SQLite)."""
+    import uvicorn
+
+    from paygate.api.app import create_app
+    from paygate.platform.db.migrate import upgrade
+
+    settings = _settings(port=port, host=host)
+    if not settings.admin_key:
+        settings = settings.model_copy(update={"admin_key": "sk_admin_" + secrets.token_hex(16)})
+    configure_logging(settings.log_format, settings.log_level)
+    upgrade(settings.resolved_database_url)
+    demo_keys = asyncio.run(_demo_merchant(settings)) if demo else None
+    _banner(settings, demo_keys)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        server_header=False,
+    )
+
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="HTTP port (PAYGATE_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    workers: Annotated[int, typer.Option(help="Server processes sharing the port.")] = 1,
+) -> None:
+    """The API service alone, for scale-out deployments (schema migrated by `paygate migrate`)."""
+    import uvicorn
+
+    settings = _settings(port=port, host=host)
+    if not settings.admin_key:
+        raise typer.BadParameter("PAYGATE_ADMIN_KEY must be set for `paygate api`")
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(
+        "paygate.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_config=None,
+        server_header=False,
+    )
+
+
+async def _demo_merchant(settings: Settings) -> dict[str, str]:
+    """The demo merchant's keys: created on the first run, then read back from the data folder."""
+    from paygate.merchants.service import create_merchant
+    from paygate.runtime import Runtime
+
+    path = settings.data_dir / "demo-merchant.json"
+    if path.exists():
+        keys: dict[str, str] = json.loads(path.read_text())
+        return keys
+    rt = Runtime.from_settings(settings)
+    try:
+        async with rt.db.transaction() as conn:
+            merchant = await create_merchant(
+                conn,
+                rt.hmac_key,
+                name="Demo Shop",
+                email="demo@example.com",
+                tier=settings.default_tier,
+            )
+    finally:
+        await rt.close()
+    keys = {k: merchant[k] for k in ("id", "api_key", "publishable_key")}
+    _write_private(path, json.dumps(keys))
+    return keys
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _banner(settings: Settings, demo: dict[str, str] | None) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    console.rule("[bold]Paygate")
+    console.print(f"API        {url}/v1   docs {url}/docs")
+    console.print(f"data       {settings.data_dir.resolve()}")
+    console.print(f"admin key  {settings.admin_key}")
+    if demo:
+        console.print(f"demo merchant {demo['id']}")
+        console.print(f"  secret key       {demo['api_key']}")
+        console.print(f"  publishable key  {demo['publishable_key']}")
+        body = (
+            '{"amount": 1999, "currency": "usd", "payment_method": {"card": {"number": '
+            '"4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}}'
+        )
+        console.print("create a payment:")
+        console.print(
+            f"  curl -s {url}/v1/payments -H 'Authorization: Bearer {demo['api_key']}' "
+            f'-H "Idempotency-Key: $(uuidgen || date +%s%N)" '
+            f"-H 'Content-Type: application/json' -d '{body}'",
+            soft_wrap=True,
+            highlight=False,
+        )
+    console.rule()
+
+
+if __name__ == "__main__":
+    app()

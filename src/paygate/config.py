@@ -1,0 +1,114 @@
+"""Settings, read once from the environment (`PAYGATE_` prefix).
+
+The names are a contract (DESIGN.md section 4): `make run`, `make cluster` and the deployment files
+rely on them. Secrets that are unset in development are generated and kept in the data folder;
+outside development they must be given.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYGATE_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./var")
+    admin_key: str | None = None
+    database_url: str | None = None
+    bus_url: str | None = None
+    redis_url: str | None = None
+    bank_url: str | None = None
+    bank_port: int = 8090
+    default_tier: str = "standard"
+    log_format: Literal["json", "console"] | None = None
+    log_level: str = "info"
+    webhook_allow_private: bool = False
+    webhook_backoff_scale: float = 1.0
+    recovery_backoff_scale: float = 1.0
+    auth_deadline_s: float = 60.0
+    smtp_url: str | None = None
+    payout_delay_days: int = 2
+
+    # Secrets. `vault_keys` is "id:base64key,id:base64key"; the first is the active key.
+    vault_keys: str | None = None
+    hmac_secret: str | None = None
+
+    max_body_bytes: int = 64 * 1024
+    idempotency_ttl_s: int = 24 * 3600
+    db_pool_size: int = 10
+    fault_points: str = Field(default="", description="test-only crash points, comma separated")
+
+    @model_validator(mode="after")
+    def _secrets_outside_development(self) -> Settings:
+        if self.env != "development":
+            missing = [
+                name
+                for name in ("admin_key", "vault_keys", "hmac_secret", "database_url")
+                if not getattr(self, name)
+            ]
+            if missing:
+                names = ", ".join(f"PAYGATE_{n.upper()}" for n in missing)
+                raise ValueError(f"{names} must be set outside development")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'paygate.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def vault_keyring(self) -> dict[str, bytes]:
+        """Key id → 256-bit key; the first entry is the active key."""
+        raw = self.vault_keys or _dev_secret(self.data_dir, "vault.key", _new_vault_key)
+        ring: dict[str, bytes] = {}
+        for part in raw.split(","):
+            key_id, _, b64 = part.strip().partition(":")
+            key = base64.b64decode(b64)
+            if len(key) != 32:
+                raise ValueError(f"vault key {key_id!r} must be 32 bytes")
+            ring[key_id] = key
+        return ring
+
+    def hmac_key(self) -> bytes:
+        raw = self.hmac_secret or _dev_secret(
+            self.data_dir, "hmac.key", lambda: secrets.token_hex(32)
+        )
+        return raw.encode()
+
+
+def _new_vault_key() -> str:
+    return "k1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _dev_secret(data_dir: Path, name: str, make: object) -> str:
+    """A development secret, generated once and kept (mode 0600) in the data folder."""
+    path = data_dir / "secrets" / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()  # type: ignore[operator]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(value))
+    return str(value)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Customers: the payers of a merchant."""

@@ -1,0 +1,74 @@
+"""`/v1/merchants`: platform operations with the admin key."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field, StrictStr
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from paygate.api import auth, idempotency
+from paygate.api.params import Page, page_params
+from paygate.api.responses import json_response
+from paygate.api.schemas import ListOut, Strict, page
+from paygate.merchants import repository, service
+
+router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
+
+
+class MerchantCreate(Strict):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)] = Field(examples=["Acme"])
+    email: Annotated[StrictStr, Field(max_length=320)] | None = None
+    tier: Annotated[StrictStr, Field(max_length=40, pattern=r"^[a-z][a-z0-9_]*$")] | None = None
+
+
+class MerchantOut(BaseModel):
+    id: str
+    object: str = "merchant"
+    name: str
+    email: str | None
+    tier: str
+    created: int
+    api_key: str | None = Field(None, description="Shown once, at creation.")
+    publishable_key: str | None = Field(None, description="Shown once, at creation.")
+
+
+Admin = Annotated[auth.Principal, Depends(auth.admin)]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": MerchantOut}},
+    summary="Create a merchant and its first test-mode keys",
+)
+async def create_merchant(body: MerchantCreate, request: Request, principal: Admin) -> Response:
+    rt = auth.runtime(request)
+
+    async def work(conn: AsyncConnection) -> tuple[int, Any]:
+        tier = body.tier or rt.settings.default_tier
+        return 201, await service.create_merchant(
+            conn, rt.hmac_key, name=body.name, email=body.email, tier=tier
+        )
+
+    return await idempotency.execute(request, principal, work)
+
+
+@router.get("/{merchant_id}", response_model=None, responses={200: {"model": MerchantOut}})
+async def get_merchant(merchant_id: str, request: Request, _: Admin) -> Response:
+    async with auth.runtime(request).db.read() as conn:
+        return json_response(await service.get_merchant(conn, merchant_id))
+
+
+@router.get("", response_model=None, responses={200: {"model": ListOut}})
+async def list_merchants(
+    request: Request, _: Admin, p: Annotated[Page, Depends(page_params)]
+) -> Response:
+    async with auth.runtime(request).db.read() as conn:
+        rows = await repository.list_merchants(conn, p)
+    return json_response(
+        page([service.render(r) for r in rows], p.limit, backwards=bool(p.ending_before))
+    )

@@ -1,0 +1,1 @@
+"""The payment domain: state machine, service (use cases), HTTP routes."""

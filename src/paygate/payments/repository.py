@@ -1,0 +1,114 @@
+"""All SQL of payments and their transaction log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate.ids import new_id, now_s
+from paygate.platform.db.pagination import Page, fetch_page
+from paygate.platform.db.tables import payments, transaction_log
+
+
+async def insert(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(payments.insert().values(**row))
+
+
+async def get(
+    conn: AsyncConnection,
+    merchant_id: str,
+    livemode: bool,
+    payment_id: str,
+    *,
+    for_update: bool = False,
+) -> sa.RowMapping | None:
+    """One payment of one merchant in one mode; `for_update` locks the row until commit
+    (PostgreSQL; SQLite writers are serialized already)."""
+    query = sa.select(payments).where(
+        payments.c.id == payment_id,
+        payments.c.merchant_id == merchant_id,
+        payments.c.livemode == livemode,
+    )
+    if for_update:
+        query = query.with_for_update()
+    return (await conn.execute(query)).mappings().one_or_none()
+
+
+async def get_by_id(
+    conn: AsyncConnection, payment_id: str, *, for_update: bool = False
+) -> sa.RowMapping | None:
+    query = sa.select(payments).where(payments.c.id == payment_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await conn.execute(query)).mappings().one_or_none()
+
+
+async def update(
+    conn: AsyncConnection, payment_id: str, version: int, values: dict[str, Any]
+) -> bool:
+    """Apply `values` if the row is still at `version`; bumps the version. False on a lost race."""
+    result = await conn.execute(
+        payments.update()
+        .where(payments.c.id == payment_id, payments.c.version == version)
+        .values(**values, version=version + 1, updated=now_s())
+    )
+    return result.rowcount == 1
+
+
+async def list_page(
+    conn: AsyncConnection,
+    merchant_id: str,
+    livemode: bool,
+    page: Page,
+    *,
+    status: str | None = None,
+    customer: str | None = None,
+    created: dict[str, int] | None = None,
+) -> list[sa.RowMapping]:
+    c = payments.c
+    query = sa.select(payments).where(c.merchant_id == merchant_id, c.livemode == livemode)
+    if status:
+        query = query.where(c.status == status)
+    if customer:
+        query = query.where(c.customer_id == customer)
+    for op, value in (created or {}).items():
+        bound = {
+            "gt": c.created > value,
+            "gte": c.created >= value,
+            "lt": c.created < value,
+            "lte": c.created <= value,
+        }[op]
+        query = query.where(bound)
+    return await fetch_page(conn, query, c.id, page)
+
+
+async def log(
+    conn: AsyncConnection,
+    payment_id: str,
+    type: str,
+    status: str,
+    amount: int,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        transaction_log.insert().values(
+            id=new_id("txl"),
+            payment_id=payment_id,
+            type=type,
+            status=status,
+            amount=amount,
+            details=details or {},
+            created=now_s(),
+        )
+    )
+
+
+async def log_entries(conn: AsyncConnection, payment_id: str) -> list[sa.RowMapping]:
+    query = (
+        sa.select(transaction_log)
+        .where(transaction_log.c.payment_id == payment_id)
+        .order_by(transaction_log.c.id)
+    )
+    return list((await conn.execute(query)).mappings().all())

@@ -1,0 +1,171 @@
+"""Payment request and response shapes (DESIGN.md section 4, Objects)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
+
+from paygate.api.schemas import Amount, Currency, Metadata, Strict
+from paygate.vault import cards
+
+
+def _number(value: str) -> str:
+    digits = cards.normalize_number(value)
+    if digits is None or not cards.luhn_valid(digits):
+        raise PydanticCustomError("invalid_number", "the card number is not a valid card number")
+    return digits
+
+
+def _cvc(value: str) -> str:
+    if not (value.isascii() and value.isdigit() and 3 <= len(value) <= 4):
+        raise PydanticCustomError("invalid_cvc", "the security code must be 3 or 4 digits")
+    return value
+
+
+class CardIn(Strict):
+    number: Annotated[StrictStr, Field(max_length=40), AfterValidator(_number)] = Field(
+        examples=["4242424242424242"]
+    )
+    exp_month: Annotated[StrictInt, Field(ge=1, le=12)] = Field(examples=[12])
+    exp_year: Annotated[StrictInt, Field(ge=2000, le=2100)] = Field(examples=[2030])
+    cvc: Annotated[StrictStr, Field(max_length=8), AfterValidator(_cvc)] = Field(examples=["123"])
+
+    def __repr__(self) -> str:  # never the number or the CVC
+        return f"CardIn(last4={self.number[-4:]}, exp={self.exp_month}/{self.exp_year})"
+
+    __str__ = __repr__
+
+
+class PaymentMethodIn(Strict):
+    card: CardIn
+
+
+class CustomerIn(Strict):
+    id: Annotated[StrictStr, Field(max_length=40)] | None = None
+    email: (
+        Annotated[StrictStr, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None
+    ) = None
+    name: Annotated[StrictStr, Field(max_length=200)] | None = None
+
+
+class PaymentCreate(Strict):
+    amount: Amount
+    currency: Currency
+    payment_method: PaymentMethodIn
+    capture: StrictBool = True
+    customer: CustomerIn | None = None
+    description: Annotated[StrictStr, Field(max_length=1000)] | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "amount": 1999,
+                    "currency": "usd",
+                    "payment_method": {
+                        "card": {
+                            "number": "4242424242424242",
+                            "exp_month": 12,
+                            "exp_year": 2030,
+                            "cvc": "123",
+                        }
+                    },
+                    "capture": True,
+                    "customer": {"email": "jenny@example.com", "name": "Jenny Rosen"},
+                    "description": "Order #1042",
+                    "metadata": {"order_id": "1042"},
+                }
+            ]
+        }
+    }
+
+
+class CaptureIn(Strict):
+    amount: Amount | None = None
+
+
+class CancelIn(Strict):
+    cancellation_reason: (
+        Literal["duplicate", "fraudulent", "requested_by_customer", "abandoned"] | None
+    ) = None
+
+
+class CardOut(BaseModel):
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    fingerprint: str
+
+
+class PaymentMethodOut(BaseModel):
+    type: Literal["card"] = "card"
+    card: CardOut
+
+
+class RiskOut(BaseModel):
+    score: int
+    level: str
+    decision: str
+    reasons: list[str]
+
+
+class PaymentOut(BaseModel):
+    id: str = Field(examples=["pay_01JD4Q6Z8V3N2M5K7H9G1F0E2D"])
+    object: Literal["payment"] = "payment"
+    livemode: bool
+    amount: int
+    amount_capturable: int
+    amount_captured: int
+    amount_refunded: int
+    currency: str
+    status: str = Field(examples=["pending"])
+    capture: bool
+    failure_code: str | None
+    failure_message: str | None
+    payment_method: PaymentMethodOut
+    customer: str | None
+    description: str | None
+    metadata: dict[str, str]
+    risk: RiskOut | None
+    created: int
+    updated: int
+
+
+class TransactionLogEntryOut(BaseModel):
+    id: str
+    object: Literal["transaction_log_entry"] = "transaction_log_entry"
+    type: str
+    status: str
+    amount: int
+    created: int
+    details: dict[str, Any]
+
+
+def render(p: Mapping[Any, Any]) -> dict[str, Any]:
+    """The public payment object from a `payments` row (or a dict of its columns)."""
+    return {
+        "id": p["id"],
+        "object": "payment",
+        "livemode": p["livemode"],
+        "amount": p["amount"],
+        "amount_capturable": p["amount_capturable"],
+        "amount_captured": p["amount_captured"],
+        "amount_refunded": p["amount_refunded"],
+        "currency": p["currency"],
+        "status": p["status"],
+        "capture": p["capture"],
+        "failure_code": p["failure_code"],
+        "failure_message": p["failure_message"],
+        "payment_method": p["payment_method"],
+        "customer": p["customer_id"],
+        "description": p["description"],
+        "metadata": p["metadata"],
+        "risk": p["risk"],
+        "created": p["created"],
+        "updated": p["updated"],
+    }

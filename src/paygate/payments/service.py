@@ -1,0 +1,203 @@
+"""Payment use cases. Each runs inside the caller's transaction (the unit of work) and writes the
+state change, its transaction-log entry and its outbox event together."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate.customers import service as customers
+from paygate.errors import InvalidRequest, NotFound, StateConflict
+from paygate.ids import new_id, now_s
+from paygate.payments import repository
+from paygate.payments.models import FAILURE_MESSAGES, PaymentState, Status
+from paygate.payments.schemas import PaymentCreate, render
+from paygate.platform import outbox
+from paygate.platform.db.tables import payment_methods
+from paygate.vault import cards
+from paygate.vault import repository as vault
+from paygate.vault.crypto import Keyring
+
+_STATE_FIELDS = tuple(f.name for f in fields(PaymentState))
+
+
+def state_of(row: sa.RowMapping | dict[str, Any]) -> PaymentState:
+    values = {name: row[name] for name in _STATE_FIELDS}
+    values["status"] = Status(values["status"])
+    return PaymentState(**values)
+
+
+async def create(
+    conn: AsyncConnection,
+    keyring: Keyring,
+    *,
+    merchant_id: str,
+    livemode: bool,
+    request: PaymentCreate,
+    cvc_ttl_s: int,
+) -> dict[str, Any]:
+    """Accept a payment: vault the card, write the payment (`pending`), its first log entry and
+    `payment.created`. The bank is not called here: the pipeline takes it from the outbox."""
+    card = request.payment_method.card
+    if cards.expired(card.exp_month, card.exp_year):
+        raise InvalidRequest(
+            "The card's expiry date is in the past.",
+            param="payment_method.card.exp_year",
+            code="invalid_expiry",
+        )
+    customer_id = None
+    if request.customer is not None:
+        spec = request.customer
+        customer_id = await customers.resolve(
+            conn, merchant_id, livemode, id=spec.id, email=spec.email, name=spec.name
+        )
+    now = now_s()
+    fingerprint = keyring.fingerprint(card.number, "card")
+    token = await vault.store_card(conn, keyring, card.number, fingerprint)
+    method = {
+        "id": new_id("pm"),
+        "merchant_id": merchant_id,
+        "customer_id": customer_id,
+        "livemode": livemode,
+        "card_token": token,
+        "brand": cards.brand(card.number),
+        "last4": card.number[-4:],
+        "exp_month": card.exp_month,
+        "exp_year": card.exp_year,
+        "fingerprint": fingerprint,
+        "created": now,
+    }
+    await conn.execute(payment_methods.insert().values(**method))
+    state = PaymentState(status=Status.PENDING, amount=request.amount, capture=request.capture)
+    row = {
+        "id": new_id("pay"),
+        "merchant_id": merchant_id,
+        "livemode": livemode,
+        **asdict(state),
+        "currency": request.currency,
+        "failure_message": None,
+        "payment_method_id": method["id"],
+        "payment_method": {
+            "type": "card",
+            "card": {
+                k: method[k] for k in ("brand", "last4", "exp_month", "exp_year", "fingerprint")
+            },
+        },
+        "customer_id": customer_id,
+        "description": request.description,
+        "metadata": request.metadata,
+        "risk": None,
+        "version": 1,
+        "created": now,
+        "updated": now,
+    }
+    await repository.insert(conn, row)
+    await vault.store_cvc(conn, keyring, row["id"], card.cvc, expires_at=now + cvc_ttl_s)
+    await repository.log(conn, row["id"], "payment.created", state.status, state.amount)
+    payment = render(row)
+    await outbox.emit(
+        conn, type="payment.created", obj=payment, merchant_id=merchant_id, sequence=1
+    )
+    return payment
+
+
+async def get(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str
+) -> dict[str, Any]:
+    return render(await _load(conn, merchant_id, livemode, payment_id))
+
+
+async def _load(
+    conn: AsyncConnection,
+    merchant_id: str,
+    livemode: bool,
+    payment_id: str,
+    *,
+    for_update: bool = False,
+) -> sa.RowMapping:
+    row = await repository.get(conn, merchant_id, livemode, payment_id, for_update=for_update)
+    if row is None:
+        raise NotFound("No such payment.", param="id")
+    return row
+
+
+async def transition(
+    conn: AsyncConnection,
+    row: sa.RowMapping,
+    new: PaymentState,
+    *,
+    event: str | None,
+    log_type: str | None = None,
+    details: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `new` over `row` (version-checked), log it, and emit `event` with the new object."""
+    values = {name: getattr(new, name) for name in _STATE_FIELDS}
+    values["status"] = str(new.status)
+    if new.failure_code and new.failure_code != row["failure_code"]:
+        values["failure_message"] = FAILURE_MESSAGES.get(new.failure_code)
+    values.update(extra or {})
+    if not await repository.update(conn, row["id"], row["version"], values):
+        raise StateConflict("The payment changed while this request ran; retry it.")
+    updated = {**row, **values, "version": row["version"] + 1, "updated": now_s()}
+    entry = log_type or event or "payment.updated"
+    await repository.log(
+        conn, row["id"], entry, values["status"], new.amount_captured or new.amount, details
+    )
+    payment = render(updated)
+    if event:
+        await outbox.emit(
+            conn,
+            type=event,
+            obj=payment,
+            merchant_id=row["merchant_id"],
+            sequence=updated["version"],
+        )
+    return payment
+
+
+async def cancel(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str, reason: str | None
+) -> dict[str, Any]:
+    """Cancel a payment that has not reached the bank. Authorized payments are voided at the
+    bank by the processor."""
+    row = await _load(conn, merchant_id, livemode, payment_id, for_update=True)
+    state = state_of(row)
+    if state.status != Status.PENDING:
+        raise StateConflict(f"A payment in status {state.status} cannot be canceled.")
+    return await transition(
+        conn,
+        row,
+        state.cancel(),
+        event="payment.canceled",
+        details={"reason": reason} if reason else None,
+    )
+
+
+async def capture(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str, amount: int | None
+) -> dict[str, Any]:
+    row = await _load(conn, merchant_id, livemode, payment_id, for_update=True)
+    state_of(row).check_capture(amount)
+    raise StateConflict("Captures need the payment processor, which this gateway does not run.")
+
+
+async def transaction_log(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str
+) -> list[dict[str, Any]]:
+    await _load(conn, merchant_id, livemode, payment_id)
+    return [
+        {
+            "id": e["id"],
+            "object": "transaction_log_entry",
+            "type": e["type"],
+            "status": e["status"],
+            "amount": e["amount"],
+            "created": e["created"],
+            "details": e["details"],
+        }
+        for e in await repository.log_entries(conn, payment_id)
+    ]

@@ -1,0 +1,1 @@
+"""Shared plumbing: database, bus, cache, observability."""

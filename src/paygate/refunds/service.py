@@ -1,0 +1,87 @@
+"""Refund use cases: a refund reserves its amount on the payment at once (so concurrent refunds
+can never exceed what was captured), and the bank's answer later settles or releases it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate.errors import NotFound
+from paygate.ids import new_id, now_s
+from paygate.payments import repository as payments
+from paygate.payments.service import state_of
+from paygate.platform import outbox
+from paygate.platform.db.pagination import Page, fetch_page
+from paygate.platform.db.tables import refunds
+from paygate.refunds.schemas import RefundCreate, render
+
+
+async def create(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, request: RefundCreate
+) -> dict[str, Any]:
+    payment = await payments.get(conn, merchant_id, livemode, request.payment, for_update=True)
+    if payment is None:
+        raise NotFound("No such payment.", param="payment")
+    reserved, amount = state_of(payment).reserve_refund(request.amount)
+    if not await payments.update(
+        conn,
+        payment["id"],
+        payment["version"],
+        {"amount_refund_pending": reserved.amount_refund_pending},
+    ):
+        raise NotFound("No such payment.", param="payment")  # pragma: no cover - row is locked
+    now = now_s()
+    row = {
+        "id": new_id("re"),
+        "merchant_id": merchant_id,
+        "livemode": livemode,
+        "payment_id": payment["id"],
+        "amount": amount,
+        "currency": payment["currency"],
+        "status": "pending",
+        "reason": request.reason,
+        "failure_code": None,
+        "metadata": request.metadata,
+        "version": 1,
+        "created": now,
+        "updated": now,
+    }
+    await conn.execute(refunds.insert().values(**row))
+    await payments.log(
+        conn, payment["id"], "refund.created", payment["status"], amount, {"refund": row["id"]}
+    )
+    refund = render(row)
+    await outbox.emit(conn, type="refund.created", obj=refund, merchant_id=merchant_id, sequence=1)
+    return refund
+
+
+async def get(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, refund_id: str
+) -> dict[str, Any]:
+    c = refunds.c
+    row = (
+        (
+            await conn.execute(
+                sa.select(refunds).where(
+                    c.id == refund_id, c.merchant_id == merchant_id, c.livemode == livemode
+                )
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise NotFound("No such refund.", param="id")
+    return render(row)
+
+
+async def list_page(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, page: Page, *, payment: str | None
+) -> list[dict[str, Any]]:
+    c = refunds.c
+    query = sa.select(refunds).where(c.merchant_id == merchant_id, c.livemode == livemode)
+    if payment:
+        query = query.where(c.payment_id == payment)
+    return [render(r) for r in await fetch_page(conn, query, c.id, page)]

@@ -1,0 +1,92 @@
+"""Vault storage: sealed card numbers and per-payment CVCs."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate.ids import new_id, now_s
+from paygate.platform.db.tables import vault_cards, vault_cvcs
+from paygate.vault.crypto import Keyring, open_with_data_key, seal_with_data_key
+
+
+async def store_card(conn: AsyncConnection, keyring: Keyring, pan: str, fingerprint: str) -> str:
+    """Seal `pan` and return its vault token."""
+    token = new_id("vc")
+    key_id, sealed = keyring.seal(pan.encode(), aad=token.encode())
+    await conn.execute(
+        vault_cards.insert().values(
+            token=token, key_id=key_id, pan_sealed=sealed, fingerprint=fingerprint, created=now_s()
+        )
+    )
+    return token
+
+
+async def reveal_card(conn: AsyncConnection, keyring: Keyring, token: str) -> str:
+    """The card number behind `token`, for the bank call only."""
+    row = (
+        await conn.execute(
+            sa.select(vault_cards.c.key_id, vault_cards.c.pan_sealed).where(
+                vault_cards.c.token == token
+            )
+        )
+    ).one()
+    return keyring.open(row.key_id, row.pan_sealed, aad=token.encode()).decode()
+
+
+async def store_cvc(
+    conn: AsyncConnection, keyring: Keyring, payment_id: str, cvc: str, expires_at: int
+) -> None:
+    aad = payment_id.encode()
+    data_key, cvc_sealed = seal_with_data_key(cvc.encode(), aad)
+    key_id, key_sealed = keyring.seal(data_key, aad)
+    await conn.execute(
+        vault_cvcs.insert().values(
+            payment_id=payment_id,
+            key_id=key_id,
+            data_key_sealed=key_sealed,
+            cvc_sealed=cvc_sealed,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def read_cvc(conn: AsyncConnection, keyring: Keyring, payment_id: str) -> str | None:
+    row = (
+        await conn.execute(sa.select(vault_cvcs).where(vault_cvcs.c.payment_id == payment_id))
+    ).one_or_none()
+    if row is None or row.expires_at < now_s():
+        return None
+    aad = payment_id.encode()
+    data_key = keyring.open(row.key_id, row.data_key_sealed, aad)
+    return open_with_data_key(data_key, row.cvc_sealed, aad).decode()
+
+
+async def destroy_cvc(conn: AsyncConnection, payment_id: str) -> None:
+    """Delete the CVC and its data key together: from then on it cannot be recovered."""
+    await conn.execute(vault_cvcs.delete().where(vault_cvcs.c.payment_id == payment_id))
+
+
+async def destroy_expired_cvcs(conn: AsyncConnection) -> int:
+    result = await conn.execute(vault_cvcs.delete().where(vault_cvcs.c.expires_at < now_s()))
+    return result.rowcount
+
+
+async def rotate(conn: AsyncConnection, keyring: Keyring, batch: int = 500) -> int:
+    """Re-seal card numbers held under retired keys with the active key; returns how many."""
+    rows = (
+        await conn.execute(
+            sa.select(vault_cards.c.token, vault_cards.c.key_id, vault_cards.c.pan_sealed)
+            .where(vault_cards.c.key_id != keyring.active_id)
+            .limit(batch)
+        )
+    ).all()
+    for row in rows:
+        pan = keyring.open(row.key_id, row.pan_sealed, aad=row.token.encode())
+        key_id, sealed = keyring.seal(pan, aad=row.token.encode())
+        await conn.execute(
+            vault_cards.update()
+            .where(vault_cards.c.token == row.token)
+            .values(key_id=key_id, pan_sealed=sealed)
+        )
+    return len(rows)

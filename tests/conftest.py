@@ -1,0 +1,147 @@
+"""Fixtures: the API on SQLite and on PostgreSQL (a real server: `PAYGATE_TEST_DATABASE_URL`, or
+one started here from the pip-installed `pgserver`), each test on a fresh, migrated database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from paygate.api.app import create_app
+from paygate.config import Settings
+from paygate.platform.db.migrate import upgrade
+from paygate.runtime import Runtime
+from tests.support import ADMIN_KEY, HMAC_SECRET, VAULT_KEYS
+
+TEMPLATE_DB = "paygate_template"
+
+
+def _asyncpg_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    raise ValueError("PAYGATE_TEST_DATABASE_URL must be a postgresql:// URL")
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return f"{base}?{query}" if query else base
+
+
+async def _admin_sql(url: str, *statements: str) -> None:
+    import asyncpg  # the server's maintenance statements run outside a transaction
+
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A maintenance URL of a real PostgreSQL server, with a migrated template database."""
+    given = os.environ.get("PAYGATE_TEST_DATABASE_URL")
+    server = None
+    if given:
+        url = _asyncpg_url(given)
+    else:
+        import pgserver
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        url = _asyncpg_url(server.get_uri())
+    asyncio.run(_admin_sql(url, f"DROP DATABASE IF EXISTS {TEMPLATE_DB}",
+                           f"CREATE DATABASE {TEMPLATE_DB}"))
+    upgrade(_with_database(url, TEMPLATE_DB))
+    yield url
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database on each backend."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "paygate.db"
+        shutil.copy(template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    server: str = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_admin_sql(server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"))
+    yield _with_database(server, name)
+    asyncio.run(_admin_sql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "paygate.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def make_settings(tmp_path: Path, database_url: str, **extra: Any) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=database_url, admin_key=ADMIN_KEY,
+                    hmac_secret=HMAC_SECRET, vault_keys=VAULT_KEYS, **extra)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime.from_settings(settings)
+    yield rt
+    await rt.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://paygate.test") as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def new_merchant(client: httpx.AsyncClient, name: str = "Acme") -> dict[str, Any]:
+    r = await client.post("/v1/merchants", json={"name": name},
+                          headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 201, r.text
+    merchant: dict[str, Any] = r.json()
+    return merchant
+
+
+@pytest.fixture
+async def merchant(client: httpx.AsyncClient) -> dict[str, Any]:
+    return await new_merchant(client)
+
+
+@pytest.fixture
+def auth(merchant: dict[str, Any]) -> dict[str, str]:
+    """Headers of the merchant's secret key."""
+    return {"Authorization": f"Bearer {merchant['api_key']}"}
