@@ -26,7 +26,7 @@ TEMPLATE_DB = "paygate_template"
 def _asyncpg_url(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ValueError("PAYGATE_TEST_DATABASE_URL must be a postgresql:// URL")
 
 
@@ -60,8 +60,9 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
         url = _asyncpg_url(server.get_uri())
-    asyncio.run(_admin_sql(url, f"DROP DATABASE IF EXISTS {TEMPLATE_DB}",
-                           f"CREATE DATABASE {TEMPLATE_DB}"))
+    asyncio.run(
+        _admin_sql(url, f"DROP DATABASE IF EXISTS {TEMPLATE_DB}", f"CREATE DATABASE {TEMPLATE_DB}")
+    )
     upgrade(_with_database(url, TEMPLATE_DB))
     yield url
     if server is not None:
@@ -99,8 +100,14 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
 
 
 def make_settings(tmp_path: Path, database_url: str, **extra: Any) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=database_url, admin_key=ADMIN_KEY,
-                    hmac_secret=HMAC_SECRET, vault_keys=VAULT_KEYS, **extra)
+    return Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        admin_key=ADMIN_KEY,
+        hmac_secret=HMAC_SECRET,
+        vault_keys=VAULT_KEYS,
+        **extra,
+    )
 
 
 @pytest.fixture
@@ -129,8 +136,9 @@ def admin_headers() -> dict[str, str]:
 
 
 async def new_merchant(client: httpx.AsyncClient, name: str = "Acme") -> dict[str, Any]:
-    r = await client.post("/v1/merchants", json={"name": name},
-                          headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    r = await client.post(
+        "/v1/merchants", json={"name": name}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
     assert r.status_code == 201, r.text
     merchant: dict[str, Any] = r.json()
     return merchant

@@ -90,6 +90,19 @@ def api(
     )
 
 
+@app.command("bank-sim")
+def bank_sim(
+    port: Annotated[int | None, typer.Option(help="HTTP port (PAYGATE_BANK_PORT).")] = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """The external bank simulator, on its own port."""
+    from paygate.banksim.app import run
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    run(host=host, port=port)
+
+
 async def _demo_merchant(settings: Settings) -> dict[str, str]:
     """The demo merchant's keys: created on the first run, then read back from the data folder."""
     from paygate.merchants.service import create_merchant

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     bank_url: str | None = None
     bank_port: int = 8090
+    bank_api_key: str = "bank_sk_dev"
+    bank_read_timeout_s: float = 10.0
     default_tier: str = "standard"
     log_format: Literal["json", "console"] | None = None
     log_level: str = "info"
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     auth_deadline_s: float = 60.0
     smtp_url: str | None = None
     payout_delay_days: int = 2
+    # Uncaptured authorizations are voided after this long (card networks hold them ~7 days).
+    authorization_ttl_s: int = 7 * 86400
 
     # Secrets. `vault_keys` is "id:base64key,id:base64key"; the first is the active key.
     vault_keys: str | None = None

@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from paygate import __version__
-from paygate.api import errors, health
-from paygate.api.limits import BodyLimit
+from paygate.api import errors, health, openapi
+from paygate.api.limits import BodyLimit, NoNul
 from paygate.config import Settings, get_settings
 from paygate.customers.routes import router as customers_router
 from paygate.merchants.routes import router as merchants_router
@@ -28,19 +28,44 @@ Errors answer `{"error": {"type", "code", "message", "param"}}`.
 """
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+    *,
+    embedded: bool = False,
+) -> FastAPI:
+    """The API. `embedded` runs the whole gateway in this process: the bank simulator mounted
+    under `/bank` (still called over HTTP) and the pipeline (relay, fraud, processor, recovery)
+    as background tasks."""
     settings = settings or get_settings()
     rt = runtime or Runtime.from_settings(settings)
+    bank_app = None
+    if embedded:
+        from paygate.banksim.app import create_app as create_bank_app
+
+        bank_app = create_bank_app()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pipeline = None
+        if embedded:
+            from paygate.pipeline import Pipeline
+
+            bank_url = settings.bank_url or f"http://127.0.0.1:{settings.port}/bank"
+            pipeline = Pipeline.over_http(rt, bank_url)
+            pipeline.start()
         yield
+        if pipeline is not None:
+            await pipeline.stop()
+        if bank_app is not None:
+            await bank_app.state.bank.aclose()
         if runtime is None:
             await rt.close()
 
     app = FastAPI(title="Paygate", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = rt
     errors.install(app)
+    openapi.install(app)
     for router in (
         health.router,
         merchants_router,
@@ -49,5 +74,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         customers_router,
     ):
         app.include_router(router)
+    if bank_app is not None:
+        app.mount("/bank", bank_app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NoNul)
     return app

@@ -42,7 +42,9 @@ _HTTP_CODES = {404: "resource_missing", 405: "method_not_allowed", 413: "body_to
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc[1:] if isinstance(p, str | int)]
+    # A field name comes from the client too (an unknown key may be a card number): long digit
+    # runs are masked like values are.
+    parts = [_LONG_DIGITS.sub("…", str(p)) for p in loc[1:] if isinstance(p, str | int)]
     if loc and loc[0] == "header":
         return {"idempotency-key": "Idempotency-Key"}.get(parts[0], parts[0]) if parts else None
     return ".".join(parts) or None
@@ -51,6 +53,10 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 def _message(err: dict[str, Any], param: str | None) -> str:
     if err["type"] == "json_invalid":
         return "The request body is not valid JSON."
+    if param is None and err["type"] == "missing":
+        return "A JSON object is required as the request body."
+    if param is None and err["type"] in ("model_attributes_type", "dict_type", "model_type"):
+        return "The request body must be a JSON object."
     if err["type"] == "missing":
         return f"Missing required parameter: {param}."
     if err["type"] == "extra_forbidden":

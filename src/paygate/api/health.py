@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from paygate.api.auth import runtime
@@ -11,12 +14,45 @@ from paygate.api.responses import json_response
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is alive")
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class CheckOut(BaseModel):
+    ok: bool
+    backend: str
+
+
+class ChecksOut(BaseModel):
+    database: CheckOut
+    bus: CheckOut
+    cache: CheckOut
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: ChecksOut
+
+
+@router.get(
+    "/healthz",
+    summary="The process is alive",
+    response_model=None,
+    responses={200: {"model": HealthOut}},
+)
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="The process can serve: database, bus and cache reachable")
+@router.get(
+    "/readyz",
+    summary="The process can serve: database, bus and cache reachable",
+    response_model=None,
+    responses={
+        200: {"model": ReadyOut, "description": "Ready."},
+        503: {"model": ReadyOut, "description": "Not ready: a check failed."},
+    },
+)
 async def readyz(request: Request) -> Response:
     rt = runtime(request)
     checks = {

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,15 +32,20 @@ from starlette.responses import Response
 
 from paygate.api.auth import Principal, runtime
 from paygate.api.errors import error_reply
+from paygate.api.prefer import Settle
 from paygate.api.responses import JSONBytes, encode
 from paygate.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PaygateError
 from paygate.ids import now_s
 from paygate.payments.models import TransitionRefused
+from paygate.platform.db.housekeeping import prune_idempotency_records as prune
 from paygate.platform.db.tables import idempotency_keys as records
 from paygate.platform.faults import crash_point
+from paygate.runtime import Runtime
 
 Reply = tuple[int, Any]
 Work = Callable[[AsyncConnection], Awaitable[Reply]]
+
+__all__ = ["execute", "prune"]
 
 MAX_KEY_LENGTH = 255
 
@@ -64,9 +69,20 @@ def _key(request: Request, required: bool) -> str | None:
     return key
 
 
+def _canonical(raw: bytes) -> bytes:
+    # Parsed as the framework parsed it (the standard library's json, which Starlette uses): a
+    # body the endpoint accepted, such as one that starts with a UTF-8 byte order mark, must not
+    # fail here with a 500 (orjson refuses the mark).
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
 async def _fingerprint(request: Request, secret: bytes) -> str:
     raw = await request.body()
-    canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
+    canonical = _canonical(raw) if raw else b""
     query = "&".join(sorted(request.url.query.split("&"))) if request.url.query else ""
     message = b"\n".join(
         [request.method.encode(), request.url.path.encode(), query.encode(), canonical]
@@ -80,17 +96,32 @@ def _lock_id(scope: tuple[str, str, str]) -> int:
 
 
 async def execute(
-    request: Request, principal: Principal, work: Work, *, required: bool = False
+    request: Request,
+    principal: Principal,
+    work: Work,
+    *,
+    required: bool = False,
+    settle: Settle | None = None,
 ) -> Response:
-    """Run `work` as the request's unit of work, under its idempotency key when one is sent."""
+    """Run `work` as the request's unit of work, under its idempotency key when one is sent.
+
+    `settle` runs after the commit (`Prefer: wait`); when it changes the answer, the record is
+    updated before the answer is sent, so a replay repeats what the caller received."""
     rt = runtime(request)
     key = _key(request, required)
     if key is None:
         async with rt.db.transaction() as conn:
             status, body = await work(conn)
+        rt.changed()
+        settled = await settle(status, body) if settle else None
+        if settled is not None:
+            status, body, headers = settled
+            return JSONBytes(encode(body), status_code=status, headers=headers)
         return JSONBytes(encode(body), status_code=status)
 
-    scope = (principal.merchant_id or "admin", f"{request.method} {request.url.path}", key)
+    mode = "admin" if principal.kind == "admin" else ("live" if principal.livemode else "test")
+    scope = (principal.merchant_id or "admin", f"{mode} {request.method} {request.url.path}", key)
+    aad = "\x1f".join(scope).encode()
     fingerprint = await _fingerprint(request, rt.hmac_key)
     if scope in rt.inflight:
         raise _in_flight()
@@ -116,7 +147,7 @@ async def execute(
                         "use a new key for a new request."
                     )
                 return JSONBytes(
-                    bytes(found.response_body),
+                    _open(rt, found.body_key_id, bytes(found.response_body), aad),
                     status_code=found.response_status,
                     headers={"Idempotent-Replayed": "true"},
                 )
@@ -132,6 +163,7 @@ async def execute(
                 status, body = error_reply(exc)
             payload = encode(body)
             now = now_s()
+            key_id, sealed = rt.keyring.seal(payload, aad)
             await conn.execute(
                 records.insert().values(
                     merchant_id=scope[0],
@@ -139,16 +171,34 @@ async def execute(
                     key=scope[2],
                     fingerprint=fingerprint,
                     response_status=status,
-                    response_body=payload,
+                    response_body=sealed,
+                    body_key_id=key_id,
                     created=now,
                     expires_at=now + rt.settings.idempotency_ttl_s,
                 )
             )
             crash_point("idempotency.before_commit")
         crash_point("idempotency.after_commit")
-        return JSONBytes(payload, status_code=status)
+        rt.changed()
+        settled = await settle(status, body) if settle else None
+        if settled is None:
+            return JSONBytes(payload, status_code=status)
+        status, body, headers = settled
+        payload = encode(body)
+        key_id, sealed = rt.keyring.seal(payload, aad)
+        async with rt.db.transaction() as conn:
+            await conn.execute(
+                records.update()
+                .where(where)
+                .values(response_status=status, response_body=sealed, body_key_id=key_id)
+            )
+        return JSONBytes(payload, status_code=status, headers=headers)
     finally:
         rt.inflight.discard(scope)
+
+
+def _open(rt: Runtime, key_id: str | None, body: bytes, aad: bytes) -> bytes:
+    return body if key_id is None else rt.keyring.open(key_id, body, aad)
 
 
 def _in_flight() -> IdempotencyInFlight:
@@ -156,9 +206,3 @@ def _in_flight() -> IdempotencyInFlight:
         "A request with this Idempotency-Key is still being processed; retry shortly.",
         headers={"Retry-After": "1"},
     )
-
-
-async def prune(conn: AsyncConnection) -> int:
-    """Delete records past their 24 h window."""
-    result = await conn.execute(records.delete().where(records.c.expires_at <= now_s()))
-    return result.rowcount

@@ -1,12 +1,19 @@
-"""Request body cap, enforced while reading (a missing or false Content-Length cannot get
-around it)."""
+"""Request limits: the body cap, enforced while reading (a missing or false Content-Length cannot
+get around it), and no NUL character in the path or the query string."""
 
 from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygate.api.responses import encode
+
+# Only a name shaped like one of ours is echoed as `param`: a client may put anything (a card
+# number, say) where a name goes.
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}(?:\[[a-z]{1,8}\])?")
 
 
 class BodyLimit:
@@ -41,24 +48,46 @@ class BodyLimit:
         return f"The request body exceeds {self.max_bytes} bytes."
 
     async def _refuse(self, send: Send) -> None:
-        body = encode(
-            {
-                "error": {
-                    "type": "invalid_request_error",
-                    "code": "body_too_large",
-                    "message": self.message,
-                    "param": None,
-                }
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _refuse(send, 413, "body_too_large", self.message, None)
+
+
+class NoNul:
+    """PostgreSQL text cannot hold U+0000 (SQLite can), and path ids and query values reach the
+    database as text: a NUL there is refused at the edge, the same 400 on both backends, instead
+    of failing inside a query."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if "\x00" in scope["path"]:
+                message = "The request path must not contain NUL characters."
+                await _refuse(send, 400, "parameter_invalid", message, None)
+                return
+            # Decoded as Starlette decodes it for the endpoints.
+            query = scope.get("query_string", b"").decode("latin-1")
+            for name, value in parse_qsl(query, keep_blank_values=True):
+                if "\x00" in name or "\x00" in value:
+                    param = name if _PARAM_NAME.fullmatch(name) else None
+                    message = "Query parameters must not contain NUL characters."
+                    await _refuse(send, 400, "parameter_invalid", message, param)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, code: str, message: str, param: str | None) -> None:
+    """Answer with the contract's error body before the app runs."""
+    error = {"type": "invalid_request_error", "code": code, "message": message, "param": param}
+    body = encode({"error": error})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

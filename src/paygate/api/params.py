@@ -8,6 +8,10 @@ from paygate.platform.db.pagination import Page
 
 __all__ = ["Page", "created_params", "page_params"]
 
+# Times are BIGINT columns: a bound beyond a signed 64-bit integer cannot even be sent to either
+# driver. This cap (the year 5138) is far past any real time and stays well inside it.
+MAX_TIME = 99_999_999_999
+
 
 def page_params(
     limit: int = Query(10, ge=1, le=100, description="How many objects, 1 to 100."),
@@ -22,10 +26,10 @@ def page_params(
 
 
 def created_params(
-    gt: int | None = Query(None, alias="created[gt]", ge=0),
-    gte: int | None = Query(None, alias="created[gte]", ge=0),
-    lt: int | None = Query(None, alias="created[lt]", ge=0),
-    lte: int | None = Query(None, alias="created[lte]", ge=0),
+    gt: int | None = Query(None, alias="created[gt]", ge=0, le=MAX_TIME),
+    gte: int | None = Query(None, alias="created[gte]", ge=0, le=MAX_TIME),
+    lt: int | None = Query(None, alias="created[lt]", ge=0, le=MAX_TIME),
+    lte: int | None = Query(None, alias="created[lte]", ge=0, le=MAX_TIME),
 ) -> dict[str, int]:
     """`created[gte]=…` style bounds on the creation time (Unix seconds)."""
     given = {"gt": gt, "gte": gte, "lt": lt, "lte": lte}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
 from paygate import money
@@ -19,6 +19,25 @@ class Strict(BaseModel):
     """Request bodies: JSON types exactly (no "12" for 12, no true for 1), no unknown fields."""
 
     model_config = ConfigDict(strict=True, extra="forbid", str_max_length=5000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000 (SQLite can): refused here, with the field named,
+        # so that both backends answer the same 400 instead of one of them failing on insert.
+        if _has_nul(value):
+            raise PydanticCustomError("invalid_string", "must not contain NUL characters")
+        return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _amount(value: int) -> int:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, StrictStr
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from paygate.api import auth, idempotency
+from paygate.api import auth, idempotency, openapi
 from paygate.api.params import Page, page_params
 from paygate.api.responses import json_response
 from paygate.api.schemas import ListOut, Strict, page
@@ -25,6 +25,10 @@ class CustomerCreate(Strict):
     ) = None
     name: Annotated[StrictStr, Field(max_length=200)] | None = None
 
+    model_config = {
+        "json_schema_extra": {"examples": [{"email": "jenny@example.com", "name": "Jenny Rosen"}]}
+    }
+
 
 class CustomerOut(BaseModel):
     id: str
@@ -35,7 +39,18 @@ class CustomerOut(BaseModel):
     created: int
 
 
-@router.post("", status_code=201, response_model=None, responses={201: {"model": CustomerOut}})
+class CustomerList(ListOut):
+    data: list[CustomerOut]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": CustomerOut}},
+    summary="Create a customer",
+    openapi_extra=openapi.idempotency_key(required=False),
+)
 async def create_customer(body: CustomerCreate, request: Request, m: Merchant) -> Response:
     async def work(conn: AsyncConnection) -> tuple[int, Any]:
         return 201, await service.create(
@@ -45,13 +60,23 @@ async def create_customer(body: CustomerCreate, request: Request, m: Merchant) -
     return await idempotency.execute(request, m, work)
 
 
-@router.get("/{customer_id}", response_model=None, responses={200: {"model": CustomerOut}})
+@router.get(
+    "/{customer_id}",
+    response_model=None,
+    responses={200: {"model": CustomerOut}},
+    summary="Retrieve a customer",
+)
 async def get_customer(customer_id: str, request: Request, m: Merchant) -> Response:
     async with auth.runtime(request).db.read() as conn:
         return json_response(await service.get(conn, m.merchant_id, m.livemode, customer_id))
 
 
-@router.get("", response_model=None, responses={200: {"model": ListOut}})
+@router.get(
+    "",
+    response_model=None,
+    responses={200: {"model": CustomerList}},
+    summary="List customers, newest first",
+)
 async def list_customers(
     request: Request,
     m: Merchant,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, StrictStr
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from paygate.api import auth, idempotency
+from paygate.api import auth, idempotency, openapi
 from paygate.api.params import Page, page_params
 from paygate.api.responses import json_response
 from paygate.api.schemas import ListOut, Strict, page
@@ -23,6 +23,12 @@ class MerchantCreate(Strict):
     email: Annotated[StrictStr, Field(max_length=320)] | None = None
     tier: Annotated[StrictStr, Field(max_length=40, pattern=r"^[a-z][a-z0-9_]*$")] | None = None
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"name": "Acme", "email": "billing@acme.example", "tier": "standard"}]
+        }
+    }
+
 
 class MerchantOut(BaseModel):
     id: str
@@ -35,6 +41,10 @@ class MerchantOut(BaseModel):
     publishable_key: str | None = Field(None, description="Shown once, at creation.")
 
 
+class MerchantList(ListOut):
+    data: list[MerchantOut]
+
+
 Admin = Annotated[auth.Principal, Depends(auth.admin)]
 
 
@@ -44,6 +54,7 @@ Admin = Annotated[auth.Principal, Depends(auth.admin)]
     response_model=None,
     responses={201: {"model": MerchantOut}},
     summary="Create a merchant and its first test-mode keys",
+    openapi_extra=openapi.idempotency_key(required=False),
 )
 async def create_merchant(body: MerchantCreate, request: Request, principal: Admin) -> Response:
     rt = auth.runtime(request)
@@ -57,13 +68,23 @@ async def create_merchant(body: MerchantCreate, request: Request, principal: Adm
     return await idempotency.execute(request, principal, work)
 
 
-@router.get("/{merchant_id}", response_model=None, responses={200: {"model": MerchantOut}})
+@router.get(
+    "/{merchant_id}",
+    response_model=None,
+    responses={200: {"model": MerchantOut}},
+    summary="Retrieve a merchant",
+)
 async def get_merchant(merchant_id: str, request: Request, _: Admin) -> Response:
     async with auth.runtime(request).db.read() as conn:
         return json_response(await service.get_merchant(conn, merchant_id))
 
 
-@router.get("", response_model=None, responses={200: {"model": ListOut}})
+@router.get(
+    "",
+    response_model=None,
+    responses={200: {"model": MerchantList}},
+    summary="List merchants, newest first",
+)
 async def list_merchants(
     request: Request, _: Admin, p: Annotated[Page, Depends(page_params)]
 ) -> Response:

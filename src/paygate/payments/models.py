@@ -117,12 +117,19 @@ class PaymentState:
     # Bank outcomes
     def authorized(self, *, review: bool) -> PaymentState:
         """The bank approved an authorization; the capture waits for a person or the merchant."""
+        if self.status != S.PROCESSING:
+            raise TransitionRefused(f"A payment in status {self.status} is not being authorized.")
         target = S.REQUIRES_REVIEW if review else S.REQUIRES_CAPTURE
         return self._to(target, amount_capturable=self.amount)
 
     def captured(self, amount: int | None = None) -> PaymentState:
         """A sale, or a capture of `amount` (≤ capturable) of an authorization; the rest is
-        released."""
+        released. A payment under review is captured only through `approve_review`."""
+        if self.status == S.REQUIRES_REVIEW:
+            raise TransitionRefused("A payment under review is captured only once approved.")
+        return self._capture(amount)
+
+    def _capture(self, amount: int | None) -> PaymentState:
         if self.status == S.PROCESSING:
             amount = self.amount if amount is None else amount
             limit = self.amount
@@ -152,7 +159,7 @@ class PaymentState:
         if self.status != S.REQUIRES_REVIEW:
             raise TransitionRefused(f"A payment in status {self.status} is not under review.")
         if self.capture:
-            return self.captured()
+            return self._capture(None)
         return self._to(S.REQUIRES_CAPTURE)
 
     def cancel(self) -> PaymentState:
@@ -174,7 +181,7 @@ class PaymentState:
 
     def refund_settled(self, amount: int, *, succeeded: bool) -> PaymentState:
         """The bank answered a pending refund: it moves from reserved to refunded, or back."""
-        if self.status != S.SUCCEEDED or amount > self.amount_refund_pending:
+        if self.status != S.SUCCEEDED or not 0 < amount <= self.amount_refund_pending:
             raise TransitionRefused("No pending refund of that amount.")
         refunded = self.amount_refunded + (amount if succeeded else 0)
         return self._to(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from paygate.api import auth, idempotency
+from paygate.api import auth, idempotency, prefer
 from paygate.api.params import Page, created_params, page_params
 from paygate.api.responses import json_response
 from paygate.api.schemas import ListOut, page
@@ -36,13 +36,32 @@ IDEMPOTENCY_DOC = {
         }
     ]
 }
+CAPTURE_EXAMPLES = {
+    "full": {"summary": "Capture all that is capturable", "value": {}},
+    "partial": {"summary": "Capture part; the rest is released", "value": {"amount": 1000}},
+}
+CANCEL_EXAMPLES = {
+    "reason": {"summary": "Cancel with a reason", "value": {"cancellation_reason": "abandoned"}},
+}
+SETTLED = "With `Prefer: wait`: the payment once it rests, or when the wait ends."
+
+
+class PaymentList(ListOut):
+    data: list[PaymentOut]
+
+
+class TransactionLog(ListOut):
+    data: list[TransactionLogEntryOut]
 
 
 @router.post(
     "",
     status_code=202,
     response_model=None,
-    responses={202: {"model": PaymentOut, "description": "Accepted, `pending`."}},
+    responses={
+        202: {"model": PaymentOut, "description": "Accepted, `pending`."},
+        200: {"model": PaymentOut, "description": SETTLED},
+    },
     summary="Create a payment",
     openapi_extra={"parameters": [{**IDEMPOTENCY_DOC["parameters"][0], "required": True}]},
 )
@@ -61,13 +80,14 @@ async def create_payment(body: PaymentCreate, request: Request, m: Merchant) -> 
         )
         return 202, payment
 
-    return await idempotency.execute(request, m, work, required=True)
+    settle = prefer.payment_waiter(request, rt, m.merchant_id, m.livemode)
+    return await idempotency.execute(request, m, work, required=True, settle=settle)
 
 
 @router.get(
     "",
     response_model=None,
-    responses={200: {"model": ListOut}},
+    responses={200: {"model": PaymentList}},
     summary="List payments, newest first",
 )
 async def list_payments(
@@ -85,7 +105,12 @@ async def list_payments(
     return json_response(page([render(r) for r in rows], p.limit, backwards=bool(p.ending_before)))
 
 
-@router.get("/{payment_id}", response_model=None, responses={200: {"model": PaymentOut}})
+@router.get(
+    "/{payment_id}",
+    response_model=None,
+    responses={200: {"model": PaymentOut}},
+    summary="Retrieve a payment",
+)
 async def get_payment(payment_id: str, request: Request, m: Merchant) -> Response:
     async with auth.runtime(request).db.read() as conn:
         return json_response(await service.get(conn, m.merchant_id, m.livemode, payment_id))
@@ -94,41 +119,58 @@ async def get_payment(payment_id: str, request: Request, m: Merchant) -> Respons
 @router.post(
     "/{payment_id}/capture",
     response_model=None,
-    responses={200: {"model": PaymentOut}},
+    responses={
+        202: {"model": PaymentOut, "description": "Accepted: the bank capture is under way."},
+        200: {"model": PaymentOut, "description": SETTLED},
+    },
+    summary="Capture an authorized payment, in full or in part",
     openapi_extra=IDEMPOTENCY_DOC,
 )
 async def capture_payment(
-    payment_id: str, request: Request, m: Merchant, body: Annotated[CaptureIn | None, Body()] = None
+    payment_id: str,
+    request: Request,
+    m: Merchant,
+    body: Annotated[CaptureIn | None, Body(openapi_examples=CAPTURE_EXAMPLES)] = None,
 ) -> Response:
     amount = body.amount if body else None
 
     async def work(conn: AsyncConnection) -> tuple[int, Any]:
-        return 200, await service.capture(conn, m.merchant_id, m.livemode, payment_id, amount)
+        return 202, await service.capture(conn, m.merchant_id, m.livemode, payment_id, amount)
 
-    return await idempotency.execute(request, m, work)
+    settle = prefer.payment_waiter(request, auth.runtime(request), m.merchant_id, m.livemode)
+    return await idempotency.execute(request, m, work, settle=settle)
 
 
 @router.post(
     "/{payment_id}/cancel",
     response_model=None,
-    responses={200: {"model": PaymentOut}},
+    responses={
+        200: {"model": PaymentOut, "description": "Canceled, or as it rests after `Prefer: wait`."},
+        202: {"model": PaymentOut, "description": "Accepted: the authorization is being voided."},
+    },
+    summary="Cancel a payment that is not captured",
     openapi_extra=IDEMPOTENCY_DOC,
 )
 async def cancel_payment(
-    payment_id: str, request: Request, m: Merchant, body: Annotated[CancelIn | None, Body()] = None
+    payment_id: str,
+    request: Request,
+    m: Merchant,
+    body: Annotated[CancelIn | None, Body(openapi_examples=CANCEL_EXAMPLES)] = None,
 ) -> Response:
     reason = body.cancellation_reason if body else None
 
     async def work(conn: AsyncConnection) -> tuple[int, Any]:
-        return 200, await service.cancel(conn, m.merchant_id, m.livemode, payment_id, reason)
+        return await service.cancel(conn, m.merchant_id, m.livemode, payment_id, reason)
 
-    return await idempotency.execute(request, m, work)
+    settle = prefer.payment_waiter(request, auth.runtime(request), m.merchant_id, m.livemode)
+    return await idempotency.execute(request, m, work, settle=settle)
 
 
 @router.get(
     "/{payment_id}/transaction_log",
     response_model=None,
-    responses={200: {"model": list[TransactionLogEntryOut]}},
+    responses={200: {"model": TransactionLog}},
+    summary="List every state change and bank attempt of a payment, oldest first",
 )
 async def transaction_log(payment_id: str, request: Request, m: Merchant) -> Response:
     async with auth.runtime(request).db.read() as conn:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from paygate.api.schemas import Amount, Currency, Metadata, Strict
@@ -32,6 +40,13 @@ class CardIn(Strict):
     exp_month: Annotated[StrictInt, Field(ge=1, le=12)] = Field(examples=[12])
     exp_year: Annotated[StrictInt, Field(ge=2000, le=2100)] = Field(examples=[2030])
     cvc: Annotated[StrictStr, Field(max_length=8), AfterValidator(_cvc)] = Field(examples=["123"])
+
+    @model_validator(mode="after")
+    def _not_expired(self) -> CardIn:
+        # Checked before execution starts, so a corrected retry with the same key runs.
+        if cards.expired(self.exp_month, self.exp_year):
+            raise PydanticCustomError("invalid_expiry", "the card's expiry date is in the past")
+        return self
 
     def __repr__(self) -> str:  # never the number or the CVC
         return f"CardIn(last4={self.number[-4:]}, exp={self.exp_month}/{self.exp_year})"

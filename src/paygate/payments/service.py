@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate.customers import service as customers
 from paygate.errors import InvalidRequest, NotFound, StateConflict
 from paygate.ids import new_id, now_s
-from paygate.payments import repository
+from paygate.payments import attempts, repository
 from paygate.payments.models import FAILURE_MESSAGES, PaymentState, Status
 from paygate.payments.schemas import PaymentCreate, render
 from paygate.platform import outbox
@@ -161,28 +161,66 @@ async def transition(
 
 async def cancel(
     conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str, reason: str | None
-) -> dict[str, Any]:
-    """Cancel a payment that has not reached the bank. Authorized payments are voided at the
-    bank by the processor."""
+) -> tuple[int, dict[str, Any]]:
+    """Cancel a payment. Before the bank is involved (`pending`) it is canceled at once (200);
+    an authorized payment is voided at the bank by the processor (202, then `canceled`)."""
     row = await _load(conn, merchant_id, livemode, payment_id, for_update=True)
     state = state_of(row)
-    if state.status != Status.PENDING:
+    details = {"reason": reason} if reason else None
+    if state.status == Status.PENDING:
+        return 200, await transition(
+            conn, row, state.cancel(), event="payment.canceled", details=details
+        )
+    if state.status not in (Status.REQUIRES_CAPTURE, Status.REQUIRES_REVIEW):
         raise StateConflict(f"A payment in status {state.status} cannot be canceled.")
-    return await transition(
+    await _no_open_operation(conn, payment_id)
+    await attempts.create(
         conn,
-        row,
-        state.cancel(),
-        event="payment.canceled",
-        details={"reason": reason} if reason else None,
+        payment_id=payment_id,
+        operation="void",
+        amount=row["amount_capturable"],
+        currency=row["currency"],
     )
+    payment = render(row)
+    await outbox.emit(
+        conn,
+        type="payment.cancel_requested",
+        obj=payment,
+        merchant_id=merchant_id,
+        sequence=row["version"],
+    )
+    return 202, payment
 
 
 async def capture(
     conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str, amount: int | None
 ) -> dict[str, Any]:
+    """Ask the processor to capture `amount` (default: all) of an authorized payment; the rest
+    of the authorization is released. Answers the payment as it is until the bank confirms."""
     row = await _load(conn, merchant_id, livemode, payment_id, for_update=True)
-    state_of(row).check_capture(amount)
-    raise StateConflict("Captures need the payment processor, which this gateway does not run.")
+    amount = state_of(row).check_capture(amount)
+    await _no_open_operation(conn, payment_id)
+    await attempts.create(
+        conn, payment_id=payment_id, operation="capture", amount=amount, currency=row["currency"]
+    )
+    payment = render(row)
+    await outbox.emit(
+        conn,
+        type="payment.capture_requested",
+        obj=payment,
+        merchant_id=merchant_id,
+        sequence=row["version"],
+    )
+    return payment
+
+
+async def _no_open_operation(conn: AsyncConnection, payment_id: str) -> None:
+    """Captures and voids of one payment run one at a time (the row lock serializes the check)."""
+    for attempt in await attempts.open_for_payment(conn, payment_id):
+        if attempt["operation"] in ("authorize", "sale", "capture", "void"):
+            raise StateConflict(
+                f"A {attempt['operation']} of this payment is in progress; retry when it is done."
+            )
 
 
 async def transaction_log(

@@ -16,7 +16,11 @@ import structlog
 
 from paygate.vault.cards import luhn_valid
 
-_PAN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# Digit groups joined by single spaces or dashes. A card number is printed whole or grouped
+# ("4242 4242 4242 4242") and may sit next to other numbers ("4242424242424242 12 30"), so every
+# span of whole groups in a run is checked, not only the run as a whole.
+_DIGIT_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*(?!\d)")
+_SEPARATOR = re.compile(r"([ -])")
 _KEY = re.compile(r"\b(?:sk|rk|pk|whsec)_(?:test|live)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+")
 _SECRET_FIELDS = frozenset(
     {
@@ -39,11 +43,30 @@ REDACTED = "[redacted]"
 def redact_text(text: str) -> str:
     """Mask card numbers and API keys inside free text."""
 
-    def _mask(match: re.Match[str]) -> str:
-        digits = re.sub(r"[ -]", "", match.group(0))
-        return REDACTED if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
+    return _KEY.sub(REDACTED, _DIGIT_RUN.sub(_mask_card_numbers, text))
 
-    return _KEY.sub(REDACTED, _PAN.sub(_mask, text))
+
+def _mask_card_numbers(match: re.Match[str]) -> str:
+    parts = _SEPARATOR.split(match.group(0))
+    groups, seps = parts[0::2], parts[1::2]
+    masked = [False] * len(groups)
+    for i in range(len(groups)):
+        digits = ""
+        for j in range(i, len(groups)):
+            digits += groups[j]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_valid(digits):
+                masked[i : j + 1] = [True] * (j + 1 - i)
+    out = []
+    for i, group in enumerate(groups):
+        if i and not (masked[i] and masked[i - 1]):
+            out.append(seps[i - 1])
+        if not masked[i]:
+            out.append(group)
+        elif not (i and masked[i - 1]):
+            out.append(REDACTED)
+    return "".join(out)
 
 
 def redact_value(value: Any, depth: int = 0) -> Any:

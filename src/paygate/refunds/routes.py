@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from paygate.api import auth, idempotency
+from paygate.api import auth, idempotency, prefer
 from paygate.api.params import Page, page_params
 from paygate.api.responses import json_response
 from paygate.api.schemas import ListOut, page
@@ -18,24 +18,56 @@ from paygate.refunds.schemas import RefundCreate, RefundOut
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
 Merchant = Annotated[auth.Principal, Depends(auth.merchant)]
+REFUND_EXAMPLES = {
+    "full": {
+        "summary": "Refund all that is refundable",
+        "value": {"payment": "pay_01JD4Q6Z8V3N2M5K7H9G1F0E2D"},
+    },
+    "partial": {
+        "summary": "Refund part of a payment",
+        "value": {
+            "payment": "pay_01JD4Q6Z8V3N2M5K7H9G1F0E2D",
+            "amount": 500,
+            "reason": "requested_by_customer",
+            "metadata": {"ticket": "4711"},
+        },
+    },
+}
+
+
+class RefundList(ListOut):
+    data: list[RefundOut]
 
 
 @router.post(
     "",
     status_code=202,
     response_model=None,
-    responses={202: {"model": RefundOut, "description": "Accepted, `pending`."}},
+    responses={
+        202: {"model": RefundOut, "description": "Accepted, `pending`."},
+        200: {"model": RefundOut, "description": "With `Prefer: wait`: the refund once answered."},
+    },
     openapi_extra={"parameters": [{**IDEMPOTENCY_DOC["parameters"][0], "required": True}]},
     summary="Refund a payment, in full or in part",
 )
-async def create_refund(body: RefundCreate, request: Request, m: Merchant) -> Response:
+async def create_refund(
+    body: Annotated[RefundCreate, Body(openapi_examples=REFUND_EXAMPLES)],
+    request: Request,
+    m: Merchant,
+) -> Response:
     async def work(conn: AsyncConnection) -> tuple[int, Any]:
         return 202, await service.create(conn, m.merchant_id, m.livemode, body)
 
-    return await idempotency.execute(request, m, work, required=True)
+    settle = prefer.refund_waiter(request, auth.runtime(request), m.merchant_id, m.livemode)
+    return await idempotency.execute(request, m, work, required=True, settle=settle)
 
 
-@router.get("", response_model=None, responses={200: {"model": ListOut}})
+@router.get(
+    "",
+    response_model=None,
+    responses={200: {"model": RefundList}},
+    summary="List refunds, newest first",
+)
 async def list_refunds(
     request: Request,
     m: Merchant,
@@ -47,7 +79,12 @@ async def list_refunds(
     return json_response(page(rows, p.limit, backwards=bool(p.ending_before)))
 
 
-@router.get("/{refund_id}", response_model=None, responses={200: {"model": RefundOut}})
+@router.get(
+    "/{refund_id}",
+    response_model=None,
+    responses={200: {"model": RefundOut}},
+    summary="Retrieve a refund",
+)
 async def get_refund(refund_id: str, request: Request, m: Merchant) -> Response:
     async with auth.runtime(request).db.read() as conn:
         return json_response(await service.get(conn, m.merchant_id, m.livemode, refund_id))

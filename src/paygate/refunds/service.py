@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.errors import NotFound
 from paygate.ids import new_id, now_s
+from paygate.payments import attempts
 from paygate.payments import repository as payments
 from paygate.payments.service import state_of
 from paygate.platform import outbox
@@ -49,6 +50,14 @@ async def create(
         "updated": now,
     }
     await conn.execute(refunds.insert().values(**row))
+    await attempts.create(
+        conn,
+        payment_id=payment["id"],
+        operation="refund",
+        amount=amount,
+        currency=payment["currency"],
+        refund_id=row["id"],
+    )
     await payments.log(
         conn, payment["id"], "refund.created", payment["status"], amount, {"refund": row["id"]}
     )

@@ -196,7 +196,10 @@ idempotency_keys = sa.Table(
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("response_status", sa.Integer, nullable=False),
+    # Sealed with the vault key `body_key_id`: a response may carry a one-time secret (a new
+    # merchant's API key), and secrets are never kept in plain text.
     sa.Column("response_body", sa.LargeBinary, nullable=False),
+    sa.Column("body_key_id", sa.String(40)),
     sa.Column("created", Time, nullable=False),
     sa.Column("expires_at", Time, nullable=False, index=True),
 )
@@ -224,4 +227,41 @@ outbox = sa.Table(
     sa.Column("published_at", Time),
     sa.Index("ix_outbox_merchant_position", "merchant_id", "position"),
     sa.Index("ix_outbox_unpublished", "published_at", "position"),
+)
+
+# In-flight bank operations beside the payment (DESIGN.md section 2, never charge twice). The
+# reference is the one the bank is called with; an attempt's payment moves only once the bank's
+# answer is known. `unknown` attempts are resolved by looking the reference up at the bank.
+bank_attempts = sa.Table(
+    "bank_attempts",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("payment_id", Id, sa.ForeignKey("payments.id"), nullable=False, index=True),
+    sa.Column("refund_id", Id, sa.ForeignKey("refunds.id")),
+    sa.Column("operation", sa.String(20), nullable=False),
+    sa.Column("reference", sa.String(120), nullable=False, unique=True),
+    sa.Column("amount", Amount, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # pending | unknown | succeeded | failed
+    sa.Column("failure_code", sa.String(40)),
+    sa.Column("tries", sa.Integer, nullable=False),
+    sa.Column("next_check_at", sa.Float, nullable=False),
+    sa.Column("created", Time, nullable=False),
+    sa.Column("updated", Time, nullable=False),
+    sa.Index("ix_bank_attempts_open", "status", "next_check_at"),
+)
+
+# Events a consumer could not apply after its retries: kept for inspection and replay.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("consumer", sa.String(60), nullable=False),
+    sa.Column("event_id", Id, nullable=False),
+    sa.Column("event_type", sa.String(60), nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("error", sa.String(500), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created", Time, nullable=False),
+    sa.Column("replayed_at", Time),
 )

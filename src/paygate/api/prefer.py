@@ -1,0 +1,96 @@
+"""`Prefer: wait=N` (RFC 7240): answer once the object rests, or after N seconds (at most 30),
+with the object as it then is."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate.payments import attempts
+from paygate.payments import service as payments
+from paygate.payments.models import RESTING
+from paygate.refunds import service as refunds
+from paygate.runtime import Runtime
+
+MAX_WAIT_S = 30.0
+# Other processes (the scale-out processor) do not wake us: look again at least this often.
+POLL_S = 0.2
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+Settle = Callable[[int, Any], Awaitable[tuple[int, Any, dict[str, str]] | None]]
+
+
+def requested_wait(request: Request) -> float | None:
+    match = _WAIT.search(request.headers.get("prefer", ""))
+    return min(float(match.group(1)), MAX_WAIT_S) if match else None
+
+
+async def _payment_rests(conn: AsyncConnection, payment: dict[str, Any]) -> bool:
+    if payment["status"] not in RESTING:
+        return False
+    return not await attempts.open_for_payment(conn, payment["id"])
+
+
+async def _until(
+    rt: Runtime,
+    object_id: str,
+    seconds: float,
+    read: Callable[[AsyncConnection], Awaitable[tuple[bool, Any]]],
+) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        async with rt.db.read() as conn:
+            done, obj = await read(conn)
+        remaining = deadline - loop.time()
+        if done or remaining <= 0:
+            return obj
+        await rt.wait_change(object_id, min(remaining, POLL_S))
+
+
+def payment_waiter(
+    request: Request, rt: Runtime, merchant_id: str, livemode: bool
+) -> Settle | None:
+    """A settle step for endpoints that answer a payment, when the caller asked to wait."""
+    seconds = requested_wait(request)
+    if seconds is None:
+        return None
+
+    async def settle(status: int, body: Any) -> tuple[int, Any, dict[str, str]] | None:
+        if status != 202:
+            return None
+
+        async def read(conn: AsyncConnection) -> tuple[bool, Any]:
+            payment = await payments.get(conn, merchant_id, livemode, body["id"])
+            return await _payment_rests(conn, payment), payment
+
+        return 200, await _until(rt, body["id"], seconds, read), _applied(seconds)
+
+    return settle
+
+
+def refund_waiter(request: Request, rt: Runtime, merchant_id: str, livemode: bool) -> Settle | None:
+    seconds = requested_wait(request)
+    if seconds is None:
+        return None
+
+    async def settle(status: int, body: Any) -> tuple[int, Any, dict[str, str]] | None:
+        if status != 202:
+            return None
+
+        async def read(conn: AsyncConnection) -> tuple[bool, Any]:
+            refund = await refunds.get(conn, merchant_id, livemode, body["id"])
+            return refund["status"] != "pending", refund
+
+        return 200, await _until(rt, body["id"], seconds, read), _applied(seconds)
+
+    return settle
+
+
+def _applied(seconds: float) -> dict[str, str]:
+    return {"Preference-Applied": f"wait={seconds:g}"}

@@ -1,0 +1,1 @@
+"""Fraud screening of every payment before it reaches the bank."""

@@ -1,0 +1,109 @@
+"""The outbox relay: reads committed, unpublished events in outbox order, publishes them, and
+marks them sent. Several batches can be in flight at once; a row is marked only after `publish`
+returned, so a crash leaves it to be published again (consumers are idempotent)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import sqlalchemy as sa
+
+from paygate.ids import now_s
+from paygate.platform.bus import Bus
+from paygate.platform.db import Database
+from paygate.platform.db.tables import outbox
+from paygate.platform.logging import log
+
+
+class Relay:
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        *,
+        batch_size: int = 200,
+        max_in_flight: int = 4,
+        idle_s: float = 0.05,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.batch_size = batch_size
+        self.idle_s = idle_s
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: set[int] = set()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A commit wrote events: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                found = await self.pump()
+            except Exception as exc:  # the database may be restarting: keep the loop alive
+                log.error("relay.error", error=f"{type(exc).__name__}: {exc}"[:300])
+                found = 0
+            if not found:
+                self._wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.idle_s):
+                        await self._wake.wait()
+
+    async def pump(self) -> int:
+        """Start publishing the next batch; returns how many events it took."""
+        await self._slots.acquire()
+        try:
+            rows = await self._next_batch()
+        except BaseException:
+            self._slots.release()
+            raise
+        if not rows:
+            self._slots.release()
+            return 0
+        positions = [r.position for r in rows]
+        self._in_flight.update(positions)
+        task = asyncio.create_task(self._publish([r.payload for r in rows], positions))
+        task.add_done_callback(lambda _t: self._slots.release())
+        return len(rows)
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Publish until nothing is left (tests and shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if not await self.pump() and not self._in_flight:
+                return
+            await asyncio.sleep(0.01)
+
+    async def _next_batch(self) -> list[Any]:
+        query = (
+            sa.select(outbox.c.position, outbox.c.payload)
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.position)
+            .limit(self.batch_size + len(self._in_flight))
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [r for r in rows if r.position not in self._in_flight][: self.batch_size]
+
+    async def _publish(self, events: list[dict[str, Any]], positions: list[int]) -> None:
+        try:
+            await self.bus.publish(events)
+            async with self.db.transaction() as conn:
+                await conn.execute(
+                    outbox.update()
+                    .where(outbox.c.position.in_(positions))
+                    .values(published_at=now_s())
+                )
+        except Exception as exc:
+            log.error(
+                "relay.publish_failed",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                events=len(events),
+            )
+        finally:
+            self._in_flight.difference_update(positions)

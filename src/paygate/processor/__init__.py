@@ -1,0 +1,1 @@
+"""The payment processor: drives payments through the bank, one recorded attempt at a time."""
