@@ -153,3 +153,22 @@ async def merchant(client: httpx.AsyncClient) -> dict[str, Any]:
 def auth(merchant: dict[str, Any]) -> dict[str, str]:
     """Headers of the merchant's secret key."""
     return {"Authorization": f"Bearer {merchant['api_key']}"}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Show that every backend really ran: outcomes per database parameter."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome != "error":
+                continue
+            nodeid = getattr(report, "nodeid", "")
+            for backend in ("sqlite", "postgresql"):
+                if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
+                    counts.setdefault(backend, {}).setdefault(outcome, 0)
+                    counts[backend][outcome] += 1
+    if counts:
+        terminalreporter.section("database backends")
+        for backend, by_outcome in sorted(counts.items()):
+            parts = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items()))
+            terminalreporter.write_line(f"{backend}: {parts}")

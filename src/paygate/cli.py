@@ -58,7 +58,7 @@ def serve(
     demo_keys = asyncio.run(_demo_merchant(settings)) if demo else None
     _banner(settings, demo_keys)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, embedded=True),
         host=settings.host,
         port=settings.port,
         log_config=None,

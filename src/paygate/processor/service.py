@@ -34,6 +34,7 @@ from paygate.payments.service import state_of, transition
 from paygate.platform import outbox
 from paygate.platform.bus import Bus, Event
 from paygate.platform.db.tables import payment_methods, refunds
+from paygate.platform.faults import crash_point
 from paygate.platform.logging import log
 from paygate.refunds.schemas import render as render_refund
 from paygate.runtime import Runtime
@@ -137,6 +138,7 @@ class Processor:
         if result is None:
             request = await self._request(attempt)
             result = await _send(self.bank, attempt["operation"], request)
+        crash_point("processor.after_bank_call")
         followups = await self.apply(attempt_id, result)
         for followup in followups:
             await self.drive(followup, fresh=True)
