@@ -20,7 +20,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     """Bring the schema at `url` up to `revision`. Safe to run again: applied steps are skipped."""
     ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)
