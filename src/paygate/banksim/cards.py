@@ -13,6 +13,7 @@ import hmac
 from dataclasses import dataclass
 
 from paygate.banksim.models import DeclineCode
+from paygate.vault.cards import brand, luhn_valid
 
 TEST_CARDS: dict[str, DeclineCode | None] = {
     "4242424242424242": None,
@@ -34,39 +35,6 @@ class CardSummary:
     brand: str
     last4: str
     fingerprint: str
-
-
-def luhn_valid(digits: str) -> bool:
-    """The ISO/IEC 7812 check digit test."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def brand(digits: str) -> str:
-    """The card network, from the leading digits (IIN ranges as the networks publish them)."""
-    two, three, four = int(digits[:2]), int(digits[:3]), int(digits[:4])
-    if digits[0] == "4":
-        return "visa"
-    if 51 <= two <= 55 or 2221 <= four <= 2720:
-        return "mastercard"
-    if two in (34, 37):
-        return "amex"
-    if four == 6011 or two == 65 or 644 <= three <= 649:
-        return "discover"
-    if 3528 <= four <= 3589:
-        return "jcb"
-    if two in (36, 38) or 300 <= three <= 305:
-        return "diners"
-    if two == 62:
-        return "unionpay"
-    return "unknown"
 
 
 def expired(exp_month: int, exp_year: int, today: dt.date) -> bool:
