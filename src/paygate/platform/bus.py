@@ -31,6 +31,12 @@ class Bus(Protocol):
 
     async def ping(self) -> bool: ...
 
+    async def start(self) -> None:
+        """Begin consuming (after every `subscribe`)."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 @dataclass
 class _Subscription:
@@ -64,6 +70,12 @@ class LocalBus:
 
     async def ping(self) -> bool:
         return True
+
+    async def start(self) -> None:
+        return None  # delivery happens inside `publish`
+
+    async def close(self) -> None:
+        return None
 
     async def _deliver(self, sub: _Subscription, event: Event) -> None:
         for attempt in range(1, self.attempts + 1):

@@ -1,0 +1,238 @@
+"""The event bus on NATS JetStream (scale-out mode).
+
+- One stream per domain (`PAYGATE_PAYMENT` holds `paygate.payment.>`, and so on), file storage.
+  Durability of an acknowledged publish depends on the server syncing its store: run JetStream
+  with `sync_interval: always` (docs/scaling.md), as `make cluster` does; the default syncs
+  every two minutes, which a payment system cannot accept.
+- The relay publishes with `Nats-Msg-Id` = the event id, so a re-published outbox row within
+  the stream's duplicate window is dropped by the server; consumers stay idempotent regardless.
+- Each service is a durable pull consumer per stream, shared by all its processes (work-queue
+  semantics: one process gets each message). A message is acknowledged only after the handler
+  returned, that is after its transaction committed; a failure is redelivered with back-off, and
+  after `max_deliver` tries it is dead-lettered (`paygate.deadletter.<consumer>`, plus the
+  gateway's `dead_letters` table) and terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from paygate.platform.bus import DeadLetter, Event, Handler
+from paygate.platform.logging import log
+
+PREFIX = "paygate"
+DOMAINS = ("payment", "refund", "settlement")
+REDELIVERY_BACKOFF_S = (0.5, 2.0, 10.0, 30.0, 120.0)
+DUPLICATE_WINDOW_S = 120.0
+
+
+def subject(event_type: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}.{event_type}"
+
+
+def stream_of(event_type: str, prefix: str = PREFIX) -> str:
+    return f"{prefix.upper()}_{event_type.split('.', 1)[0].upper()}"
+
+
+@dataclass
+class _Subscription:
+    consumer: str
+    stream: str
+    types: frozenset[str]
+    handler: Handler
+
+
+class NatsBus:
+    backend = "nats"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        dead_letter: DeadLetter | None = None,
+        batch: int = 64,
+        max_deliver: int = 6,
+        ack_wait_s: float = 60.0,
+        replicas: int = 1,
+        prefix: str = PREFIX,
+    ) -> None:
+        """`prefix` names the subjects and streams: one NATS account can host several
+        gateways (or test runs) side by side."""
+        self.url = url
+        self.prefix = prefix
+        self.dead_letter = dead_letter
+        self.batch = batch
+        self.max_deliver = max_deliver
+        self.ack_wait_s = ack_wait_s
+        self.replicas = replicas
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._subs: list[_Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("NatsBus.connect() first")
+        return self._js
+
+    async def connect(self) -> None:
+        """Connect and make sure every stream exists (idempotent across processes)."""
+        self._nc = await nats.connect(
+            self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name="paygate"
+        )
+        self._js = self._nc.jetstream(timeout=10)
+        for domain in DOMAINS:
+            await self._ensure_stream(stream_of(domain, self.prefix), [f"{self.prefix}.{domain}.>"])
+        await self._ensure_stream(
+            stream_of("deadletter", self.prefix), [f"{self.prefix}.deadletter.>"]
+        )
+
+    async def _ensure_stream(self, name: str, subjects: list[str]) -> None:
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            num_replicas=self.replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+        try:
+            await self.js.stream_info(name)
+        except NotFoundError:
+            with contextlib.suppress(Exception):  # another process may have created it meanwhile
+                await self.js.add_stream(config)
+
+    # Publishing
+
+    async def publish(self, events: list[Event]) -> None:
+        """Publish a batch, pipelined: every publish is in flight at once, and this returns once
+        JetStream acknowledged each one (stored in its stream)."""
+        acks = [
+            self.js.publish(subject(e["type"], self.prefix), orjson.dumps(e), headers=_headers(e))
+            for e in events
+        ]
+        await asyncio.gather(*acks)
+
+    async def ping(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    # Consuming
+
+    def subscribe(self, consumer: str, types: Iterable[str], handler: Handler) -> None:
+        by_stream: dict[str, set[str]] = {}
+        for event_type in types:
+            by_stream.setdefault(stream_of(event_type, self.prefix), set()).add(event_type)
+        for stream, stream_types in by_stream.items():
+            self._subs.append(_Subscription(consumer, stream, frozenset(stream_types), handler))
+
+    async def start(self) -> None:
+        for sub in self._subs:
+            psub = await self.js.pull_subscribe_bind(
+                durable=await self._ensure_consumer(sub), stream=sub.stream
+            )
+            self._tasks.append(
+                asyncio.create_task(
+                    self._consume(sub, psub), name=f"nats:{sub.consumer}:{sub.stream}"
+                )
+            )
+
+    async def _ensure_consumer(self, sub: _Subscription) -> str:
+        durable = f"{sub.consumer}"
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver + 1,
+            filter_subjects=sorted(subject(t, self.prefix) for t in sub.types),
+            max_ack_pending=10_000,
+        )
+        with contextlib.suppress(Exception):  # exists already, with this configuration
+            await self.js.add_consumer(sub.stream, config)
+        return durable
+
+    async def _consume(self, sub: _Subscription, psub: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await psub.fetch(self.batch, timeout=0.5)
+            except NatsTimeout:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server restarting: the client reconnects by itself
+                log.warning("bus.fetch_failed", consumer=sub.consumer, error=str(exc)[:200])
+                await asyncio.sleep(0.5)
+                continue
+            await asyncio.gather(*(self._handle(sub, m) for m in msgs))
+
+    async def _handle(self, sub: _Subscription, msg: Msg) -> None:
+        event: dict[str, Any] = orjson.loads(msg.data)
+        tries = msg.metadata.num_delivered
+        try:
+            await sub.handler(event)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning(
+                "bus.delivery_failed",
+                consumer=sub.consumer,
+                event_id=event.get("id"),
+                event_type=event.get("type"),
+                attempt=tries,
+                error=error,
+            )
+            if tries >= self.max_deliver:
+                await self._dead(sub.consumer, event, error, tries)
+                await msg.term()
+            else:
+                delay = REDELIVERY_BACKOFF_S[min(tries - 1, len(REDELIVERY_BACKOFF_S) - 1)]
+                await msg.nak(delay=delay)
+            return
+        await msg.ack()
+
+    async def _dead(self, consumer: str, event: Event, error: str, tries: int) -> None:
+        await self.js.publish(
+            f"{self.prefix}.deadletter.{consumer}",
+            orjson.dumps(event),
+            headers={"Paygate-Error": error[:200]},
+        )
+        if self.dead_letter is not None:
+            await self.dead_letter(consumer, event, error, tries)
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Graceful stop (SIGTERM): fetch nothing new, let handlers in flight finish and
+        acknowledge (up to `grace_s`), then disconnect. Whatever was cut short is redelivered
+        after its ack wait: nothing is lost."""
+        self._stopping.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None
+            self._js = None
+
+
+def _headers(event: Event) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": event["id"]}
+    trace = event.get("_trace")
+    if isinstance(trace, dict):
+        headers.update({k: str(v) for k, v in trace.items()})
+    return headers
