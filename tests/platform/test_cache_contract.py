@@ -1,0 +1,61 @@
+"""One contract for both caches: memory and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from paygate.platform.cache import Cache, MemoryCache, RedisCache
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
+    c: Cache
+    if request.param == "memory":
+        c = MemoryCache()
+    else:
+        c = RedisCache(request.getfixturevalue("redis_url"), prefix=f"t{uuid.uuid4().hex}:")
+    yield c
+    await c.close()
+
+
+async def test_get_set_delete_and_expiry(cache: Cache) -> None:
+    assert await cache.get("a") is None
+    await cache.set("a", b"1", ttl_s=0.2)
+    assert await cache.get("a") == b"1"
+    await cache.delete("a")
+    assert await cache.get("a") is None
+    await cache.set("b", b"2", ttl_s=0.1)
+    await asyncio.sleep(0.25)
+    assert await cache.get("b") is None
+
+
+async def test_set_if_newer_never_puts_an_old_state_back(cache: Cache) -> None:
+    assert await cache.set_if_newer("p", b"v2", 2, ttl_s=10)
+    assert not await cache.set_if_newer("p", b"v1", 1, ttl_s=10)  # a slow reader's old read
+    assert not await cache.set_if_newer("p", b"v2bis", 2, ttl_s=10)
+    assert await cache.get_versioned("p") == (2, b"v2")
+    assert await cache.set_if_newer("p", b"v3", 3, ttl_s=10)
+    assert await cache.get("p") == b"v3"
+
+
+async def test_set_if_newer_under_concurrency_keeps_the_newest(cache: Cache) -> None:
+    versions = list(range(1, 60))
+    await asyncio.gather(
+        *(cache.set_if_newer("c", str(v).encode(), v, ttl_s=10) for v in reversed(versions))
+    )
+    assert await cache.get_versioned("c") == (59, b"59")
+
+
+async def test_counters_add_up_and_expire(cache: Cache) -> None:
+    totals = await asyncio.gather(*(cache.incr("n", 2, ttl_s=0.3) for _ in range(50)))
+    assert sorted(totals) == list(range(2, 101, 2))
+    await asyncio.sleep(0.45)
+    assert await cache.incr("n", 1, ttl_s=0.3) == 1
+
+
+async def test_ping(cache: Cache) -> None:
+    assert await cache.ping()
