@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install migrate clean
+.PHONY: run test lint install migrate cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/paygate serve --demo
+
+cluster: $(STAMP)
+	$(BIN)/paygate cluster
 
 migrate: $(STAMP)
 	$(BIN)/paygate migrate

@@ -90,6 +90,38 @@ def api(
     )
 
 
+@app.command()
+def worker(
+    name: Annotated[str, typer.Argument(help="relay | fraud | processor | scheduler")],
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve /healthz and /readyz on this port.")
+    ] = None,
+) -> None:
+    """One role of the pipeline, for scale-out deployments (needs PAYGATE_BUS_URL)."""
+    from paygate.workers import WORKERS, run_worker
+
+    if name not in WORKERS:
+        raise typer.BadParameter(f"one of {', '.join(WORKERS)}", param_hint="NAME")
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(run_worker(name, settings, health_port=health_port))
+
+
+@app.command()
+def cluster(
+    port: Annotated[int | None, typer.Option(help="HTTP port (PAYGATE_PORT).")] = None,
+    api_processes: Annotated[int, typer.Option(help="API processes sharing the port.")] = 2,
+) -> None:
+    """The scale-out topology on this machine: PostgreSQL, NATS, Redis and every process."""
+    from paygate.cluster import Cluster
+
+    settings = _settings(port=port)
+    if not settings.admin_key:
+        settings = settings.model_copy(update={"admin_key": "sk_admin_" + secrets.token_hex(16)})
+    configure_logging(settings.log_format, settings.log_level)
+    Cluster(settings, api_processes=api_processes).run()
+
+
 @app.command("bank-sim")
 def bank_sim(
     port: Annotated[int | None, typer.Option(help="HTTP port (PAYGATE_BANK_PORT).")] = None,

@@ -1,4 +1,4 @@
-"""What every process shares: settings, the database, the vault keyring."""
+"""What every process shares: settings, the database, the vault keyring, the cache."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from paygate.config import Settings
 from paygate.platform import faults
+from paygate.platform.bus import Bus
+from paygate.platform.cache import Cache, cache_from_url
 from paygate.platform.db import Database
 from paygate.vault.crypto import Keyring
 
@@ -18,6 +20,10 @@ class Runtime:
     db: Database
     keyring: Keyring
     hmac_key: bytes
+    cache: Cache
+    # The broker connection of a scale-out process (None on the embedded default, whose bus
+    # lives in its pipeline).
+    bus: Bus | None = None
     # Idempotency keys whose first request is executing in this process (see api/idempotency).
     inflight: set[tuple[str, str, str]] = field(default_factory=set)
     # Called after a commit that wrote outbox events (the embedded relay polls less when woken).
@@ -33,6 +39,7 @@ class Runtime:
             db=Database(settings.resolved_database_url, pool_size=settings.db_pool_size),
             keyring=Keyring(settings.vault_keyring(), fingerprint_key=hmac_key),
             hmac_key=hmac_key,
+            cache=cache_from_url(settings.redis_url),
         )
 
     def changed(self, *object_ids: str) -> None:
@@ -61,4 +68,7 @@ class Runtime:
                     del self._waiters[object_id]
 
     async def close(self) -> None:
+        if self.bus is not None:
+            await self.bus.close()
+        await self.cache.close()
         await self.db.dispose()

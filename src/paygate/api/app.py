@@ -13,6 +13,7 @@ from paygate.api.limits import BodyLimit, NoNul
 from paygate.config import Settings, get_settings
 from paygate.customers.routes import router as customers_router
 from paygate.merchants.routes import router as merchants_router
+from paygate.notifications.routes import router as notifications_router
 from paygate.payments.routes import router as payments_router
 from paygate.refunds.routes import router as refunds_router
 from paygate.runtime import Runtime
@@ -54,6 +55,13 @@ def create_app(
             bank_url = settings.bank_url or f"http://127.0.0.1:{settings.port}/bank"
             pipeline = Pipeline.over_http(rt, bank_url)
             pipeline.start()
+        elif settings.bus_url and rt.bus is None:
+            # The API writes events to the outbox only; the broker connection is for /readyz.
+            from paygate.platform.nats_bus import NatsBus
+
+            bus = NatsBus(settings.bus_url)
+            await bus.connect()
+            rt.bus = bus
         yield
         if pipeline is not None:
             await pipeline.stop()
@@ -72,6 +80,7 @@ def create_app(
         payments_router,
         refunds_router,
         customers_router,
+        notifications_router,
     ):
         app.include_router(router)
     if bank_app is not None:

@@ -57,8 +57,12 @@ async def readyz(request: Request) -> Response:
     rt = runtime(request)
     checks = {
         "database": {"ok": await rt.db.ping(), "backend": rt.db.backend},
-        "bus": {"ok": True, "backend": "local"},
-        "cache": {"ok": True, "backend": "memory"},
+        "bus": (
+            {"ok": await rt.bus.ping(), "backend": rt.bus.backend}
+            if rt.bus is not None
+            else {"ok": True, "backend": "local"}
+        ),
+        "cache": {"ok": await rt.cache.ping(), "backend": rt.cache.backend},
     }
     ready = all(c["ok"] for c in checks.values())
     body = {"status": "ready" if ready else "not_ready", "checks": checks}

@@ -52,5 +52,7 @@ async def create_merchant(
 async def get_merchant(conn: AsyncConnection, merchant_id: str) -> dict[str, Any]:
     row = await repository.get_merchant(conn, merchant_id)
     if row is None:
-        raise NotFound(f"No such merchant: {merchant_id[:40]}", param="id")
+        # Messages never quote request values (paygate.errors): an id may be anything, card data
+        # included.
+        raise NotFound("No such merchant.", param="id")
     return render(row)

@@ -21,7 +21,10 @@ from paygate.vault.cards import luhn_valid
 # span of whole groups in a run is checked, not only the run as a whole.
 _DIGIT_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*(?!\d)")
 _SEPARATOR = re.compile(r"([ -])")
-_KEY = re.compile(r"\b(?:sk|rk|pk|whsec)_(?:test|live)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+")
+# API keys, the admin key as `paygate serve` generates it, and webhook signing secrets.
+_KEY = re.compile(
+    r"\b(?:sk|rk|pk|whsec)_(?:test|live)_[A-Za-z0-9]+|\bsk_admin_\w+|\bwhsec_[A-Za-z0-9]+"
+)
 _SECRET_FIELDS = frozenset(
     {
         "cvc",
@@ -133,6 +136,7 @@ def configure_logging(fmt: str | None = None, level: str = "info") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per bank call is noise
 
 
 log = structlog.get_logger("paygate")

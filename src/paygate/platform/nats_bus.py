@@ -169,8 +169,8 @@ class NatsBus:
         while not self._stopping.is_set():
             try:
                 msgs = await psub.fetch(self.batch, timeout=0.5)
-            except NatsTimeout:
-                continue
+            except (NatsTimeout, TimeoutError):
+                continue  # nothing to fetch this time
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the server restarting: the client reconnects by itself
