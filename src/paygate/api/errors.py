@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from paygate.api.responses import json_response
-from paygate.errors import PaygateError, StateConflict
+from paygate.errors import PaygateError, ServiceUnavailable, StateConflict
 from paygate.payments.models import TransitionRefused
 from paygate.platform.logging import log
 
@@ -90,6 +91,17 @@ def error_reply(exc: PaygateError | TransitionRefused) -> tuple[int, dict[str, A
     return exc.status, exc.body()
 
 
+def _unavailable(exc: BaseException, depth: int = 0) -> bool:
+    """A connection-level failure of a backend, not a bug: lost or refused connections, a
+    database shutting down, SQLite busy past its timeout (or anything they caused)."""
+    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and depth < 5 and _unavailable(cause, depth + 1)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PaygateError)
     async def _paygate(_request: Request, exc: PaygateError) -> Response:
@@ -113,6 +125,22 @@ def install(app: FastAPI) -> None:
         )
         body = {"error": {"type": kind, "code": code, "message": str(exc.detail), "param": None}}
         return json_response(body, exc.status_code, dict(exc.headers or {}))
+
+    async def _backend(request: Request, exc: Exception) -> Response:
+        if not _unavailable(exc):
+            return await _fault(request, exc)
+        # The database is restarting or unreachable: nothing was committed, so the caller may
+        # retry (with the same Idempotency-Key) once it is back.
+        log.warning("http.store_unavailable", path=request.url.path, error=type(exc).__name__)
+        unavailable = ServiceUnavailable(
+            "The service is briefly unavailable; retry the request.", headers={"Retry-After": "1"}
+        )
+        return json_response(unavailable.body(), unavailable.status, unavailable.headers)
+
+    # Handlers for these classes run inside the app (an `Exception` handler would answer and
+    # then re-raise to the server).
+    for kind in (DBAPIError, ConnectionError, TimeoutError):
+        app.add_exception_handler(kind, _backend)
 
     @app.exception_handler(Exception)
     async def _fault(request: Request, exc: Exception) -> Response:
