@@ -739,3 +739,36 @@ async def test_errors_never_echo_a_card_number_or_cvc(api: Api) -> None:
         )
         assert not shows_card_data(r.text, number), r.text
     assert set((await effect_rows(api.runtime)).values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("description", {"description": "card 4242 4242 4242 4242 exp 12/30"}),
+        ("metadata", {"metadata": {"note": "5555-5555-5555-4444"}}),
+        ("metadata", {"metadata": {"4000000000000002": "x"}}),
+        ("customer.name", {"customer": {"name": "378282246310005"}}),
+    ],
+)
+async def test_card_numbers_in_free_text_are_refused(
+    client: httpx.AsyncClient, auth: dict[str, str], field: str, body: dict[str, Any]
+) -> None:
+    r = await client.post("/v1/payments", json=payment_body(**body), headers={**auth, **idem()})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "card_number_in_text"
+    assert error["param"].startswith(field)
+    for number in ("4242", "5555-5555", "4000000000000002", "378282246310005"):
+        assert number not in r.text or number == "4242"  # the last four may name the field
+    assert "4242 4242 4242 4242" not in r.text
+
+
+async def test_order_numbers_and_phone_numbers_are_not_card_numbers(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    body = payment_body(
+        description="Order 1234567890123456, call +1 415 555 0100",
+        metadata={"order": "9999999999999995"},
+    )
+    r = await client.post("/v1/payments", json=body, headers={**auth, **idem()})
+    assert r.status_code == 202, r.text

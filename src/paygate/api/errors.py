@@ -36,6 +36,8 @@ _OWN_CODES = {
     "invalid_currency",
     "invalid_amount",
     "invalid_metadata",
+    "invalid_string",
+    "card_number_in_text",
 }
 
 

@@ -3,12 +3,21 @@ amounts, currencies, and the list envelope."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from paygate import money
+from paygate.vault.cards import contains_card_number
 
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY = 40
@@ -20,14 +29,32 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", str_max_length=5000)
 
+    # Fields that carry card data by design, and so are exempt from the card-number check.
+    _card_fields: ClassVar[frozenset[str]] = frozenset({"number"})
+
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
+    def _safe_text(cls, value: Any, info: ValidationInfo) -> Any:
         # PostgreSQL text cannot hold U+0000 (SQLite can): refused here, with the field named,
         # so that both backends answer the same 400 instead of one of them failing on insert.
         if _has_nul(value):
             raise PydanticCustomError("invalid_string", "must not contain NUL characters")
+        # Card numbers live only in the vault: one typed into a description or metadata would
+        # be stored and returned in plain text (PCI DSS 3.4), so it is refused.
+        if info.field_name not in cls._card_fields and _has_card_number(value):
+            raise PydanticCustomError(
+                "card_number_in_text",
+                "must not contain a card number; send card data only in payment_method.card",
+            )
         return value
+
+
+def _has_card_number(value: Any) -> bool:
+    if isinstance(value, str):
+        return contains_card_number(value)
+    if isinstance(value, dict):
+        return any(_has_card_number(k) or _has_card_number(v) for k, v in value.items())
+    return False
 
 
 def _has_nul(value: Any) -> bool:

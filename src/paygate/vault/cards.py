@@ -4,6 +4,10 @@ message."""
 from __future__ import annotations
 
 import datetime as dt
+import re
+
+# A run of 13 to 19 digits, optionally grouped by single spaces or dashes, as people type cards.
+_CARD_LIKE = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
 
 
 def normalize_number(number: str) -> str | None:
@@ -50,3 +54,13 @@ def expired(exp_month: int, exp_year: int, today: dt.date | None = None) -> bool
     """A card is valid through the last day of its expiry month."""
     today = today or dt.datetime.now(dt.UTC).date()
     return (exp_year, exp_month) < (today.year, today.month)
+
+
+def contains_card_number(text: str) -> bool:
+    """Whether free text holds what is almost surely a card number: a Luhn-valid run of 13 to 19
+    digits in a card network's range (so most order and phone numbers pass)."""
+    for match in _CARD_LIKE.finditer(text):
+        digits = match.group(0).replace(" ", "").replace("-", "")
+        if luhn_valid(digits) and brand(digits) != "unknown":
+            return True
+    return False
