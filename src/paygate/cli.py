@@ -92,7 +92,7 @@ def api(
 
 @app.command()
 def worker(
-    name: Annotated[str, typer.Argument(help="relay | fraud | processor | scheduler")],
+    name: Annotated[str, typer.Argument(help="relay | fraud | processor | notifier | scheduler")],
     health_port: Annotated[
         int | None, typer.Option(help="Serve /healthz and /readyz on this port.")
     ] = None,

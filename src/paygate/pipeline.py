@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from paygate.connectors.base import BankConnector
 from paygate.connectors.http import HttpBankConnector
 from paygate.fraud.worker import FraudWorker
 from paygate.ids import new_id, now_s
+from paygate.notifications.worker import NotificationService
 from paygate.platform.bus import Bus, LocalBus
 from paygate.platform.db.tables import dead_letters
 from paygate.platform.lease import lease
+from paygate.platform.logging import log
 from paygate.platform.relay import Relay
 from paygate.processor.recovery import Recovery
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
 
-ROLES = ("relay", "fraud", "processor", "scheduler")
+ROLES = ("relay", "fraud", "processor", "notifier", "scheduler")
+SUMMARY_CHECK_S = 3600.0
 
 
 class Pipeline:
@@ -43,6 +47,11 @@ class Pipeline:
             FraudWorker(rt).register(self.bus)
         if "processor" in self.roles:
             self.processor.register(self.bus)
+        self.notifications: NotificationService | None = None
+        if "notifier" in self.roles or "scheduler" in self.roles:
+            self.notifications = NotificationService(rt)
+        if "notifier" in self.roles and self.notifications is not None:
+            self.notifications.register(self.bus)
         if "relay" in self.roles:
             rt.wake_relay = self.relay.wake
         self._tasks: list[asyncio.Task[None]] = []
@@ -69,13 +78,28 @@ class Pipeline:
         self._tasks = [asyncio.create_task(self.bus.start(), name="bus")]
         if "relay" in self.roles:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
+        if "notifier" in self.roles and self.notifications is not None:
+            self._tasks.append(asyncio.create_task(self.notifications.run(), name="notifier"))
         if "scheduler" in self.roles:
             self._tasks.append(asyncio.create_task(self._schedule(), name="scheduler"))
 
     async def _schedule(self) -> None:
-        # Recovery and sweeps run in one process at a time, whichever holds the lease.
+        # Recovery, sweeps and daily jobs run in one process at a time, whichever holds the
+        # lease.
         async with lease(self.rt.db, "scheduler"):
-            await self.recovery.run()
+            await asyncio.gather(self.recovery.run(), self._daily())
+
+    async def _daily(self) -> None:
+        """Yesterday's summaries to merchants (sending twice is harmless: deduplicated per
+        merchant and day)."""
+        while True:
+            if self.notifications is not None:
+                try:
+                    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+                    await self.notifications.send_daily_summaries(yesterday)
+                except Exception as exc:
+                    log.error("scheduler.daily_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            await asyncio.sleep(SUMMARY_CHECK_S)
 
     async def stop(self) -> None:
         """Stop taking work, let work in flight finish (the bus acknowledges only what
@@ -85,6 +109,8 @@ class Pipeline:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.relay.wait_idle()
+        if self.notifications is not None:
+            await self.notifications.stop()
         await self.bus.close()
         close = getattr(self.bank, "aclose", None)
         if close is not None:

@@ -17,7 +17,7 @@ from paygate.banksim.app import create_app as create_bank_app
 from paygate.banksim.settings import BankSimSettings
 from paygate.connectors.breaker import CircuitBreaker
 from paygate.connectors.http import HttpBankConnector, RetryPolicy
-from paygate.pipeline import Pipeline
+from paygate.pipeline import ROLES, Pipeline
 from paygate.runtime import Runtime
 
 BANK_KEY = "bank_sk_dev"
@@ -76,7 +76,8 @@ async def pipeline(runtime: Runtime, bank_url: str) -> AsyncIterator[Pipeline]:
         retry=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
         breaker=CircuitBreaker(failure_threshold=1000, reset_timeout_s=0.1),
     )
-    pipeline = Pipeline(runtime, connector)
+    # The notification service is wired by the tests that exercise it (tests/e2e/test_webhooks).
+    pipeline = Pipeline(runtime, connector, roles=[r for r in ROLES if r != "notifier"])
     pipeline.recovery.interval_s = 0.1
     pipeline.start()
     yield pipeline

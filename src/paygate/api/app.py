@@ -13,6 +13,7 @@ from paygate.api.limits import BodyLimit, NoNul
 from paygate.config import Settings, get_settings
 from paygate.customers.routes import router as customers_router
 from paygate.merchants.routes import router as merchants_router
+from paygate.notifications.routes import router as notifications_router
 from paygate.payments.routes import router as payments_router
 from paygate.refunds.routes import router as refunds_router
 from paygate.runtime import Runtime
@@ -79,6 +80,7 @@ def create_app(
         payments_router,
         refunds_router,
         customers_router,
+        notifications_router,
     ):
         app.include_router(router)
     if bank_app is not None:

@@ -1,0 +1,1 @@
+"""Notifications: signed webhooks, e-mail and SMS for every public event (DESIGN.md section 4)."""

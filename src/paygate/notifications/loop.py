@@ -1,0 +1,267 @@
+"""The delivery loop: claims due deliveries and messages under a lease (on PostgreSQL with
+`FOR UPDATE SKIP LOCKED`, so several processes can share the work; SQLite has one process) and
+sends them concurrently: at most `per_endpoint` in flight per endpoint and `max_in_flight` in
+all, so one dead or slow endpoint holds a few slots and no more. Each outcome is recorded, with
+the next try (exponential back-off with jitter) or, after the retry window, `dead`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
+
+import sqlalchemy as sa
+
+from paygate.ids import new_id, now_s
+from paygate.notifications import mail
+from paygate.notifications import messages as store
+from paygate.notifications import repository as repo
+from paygate.notifications.models import next_try
+from paygate.notifications.sending import MessageSender
+from paygate.notifications.sms import SmsSender, masked
+from paygate.notifications.webhooks import Job, WebhookClient, signing_secrets
+from paygate.platform.logging import log
+from paygate.runtime import Runtime
+
+MIN_WAIT_S = 0.005
+
+
+class DeliveryLoop:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        email: mail.EmailSender | None,
+        sms: SmsSender,
+        timeout_s: float,
+        per_endpoint: int,
+        max_in_flight: int,
+        max_messages_in_flight: int,
+        poll_s: float,
+    ) -> None:
+        self.rt = rt
+        self.scale = rt.settings.webhook_backoff_scale
+        self.timeout_s = timeout_s
+        self.per_endpoint = per_endpoint
+        self.max_in_flight = max_in_flight
+        self.max_messages_in_flight = max_messages_in_flight
+        self.poll_s = poll_s
+        # A claimed row is ours until then; a crashed process's rows come back after it.
+        self.lease_s = timeout_s + 30.0
+        self._http: WebhookClient | None = None
+        self._messages = MessageSender(rt.db, email, sms, self.scale)
+        # Each send in flight, with the row it holds a lease on: ("delivery" | "message", id).
+        self._sending: dict[asyncio.Task[None], tuple[str, str]] = {}
+        self._per_endpoint: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """New rows are due: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send due deliveries and messages until cancelled (or `stop`)."""
+        self._runner = asyncio.current_task()
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    started, wait_s = await self.pump()
+                except Exception as exc:  # the database may be restarting: keep the loop alive
+                    log.error("notifications.error", error=f"{type(exc).__name__}: {exc}"[:300])
+                    started, wait_s = 0, max(self.poll_s, 1.0)
+                if not started:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait_s):
+                            await self._wake.wait()
+        finally:
+            await self._shutdown()
+
+    async def stop(self) -> None:
+        runner = self._runner
+        if runner is not None and not runner.done():
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        else:
+            await self._shutdown()
+
+    async def pump(self) -> tuple[int, float]:
+        """Claim and start what is due; returns how many sends started and how long the loop may
+        sleep before something else falls due."""
+        now = time.time()
+        wait_s = self.poll_s
+        started = 0
+        free = self.max_in_flight - len(self._sending)
+        if free > 0:
+            jobs, next_at = await self._claim_deliveries(now, free)
+            for job in jobs:
+                lease = ("delivery", job.delivery_id)
+                self._start(self._deliver(job), lease, endpoint=job.endpoint_id)
+            started += len(jobs)
+            if next_at is not None:
+                wait_s = min(wait_s, next_at - now)
+        sending = sum(1 for kind, _ in self._sending.values() if kind == "message")
+        free = self.max_messages_in_flight - sending
+        if free > 0:
+            due, next_at = await self._messages.claim(now, free, self.lease_s)
+            for message in due:
+                self._start(self._send_message(message), ("message", message["id"]))
+            started += len(due)
+            if next_at is not None:
+                wait_s = min(wait_s, next_at - now)
+        return started, max(wait_s, MIN_WAIT_S)
+
+    async def _claim_deliveries(self, now: float, limit: int) -> tuple[list[Job], float | None]:
+        busy = [e for e, n in self._per_endpoint.items() if n >= self.per_endpoint]
+        db = self.rt.db
+        if db.is_sqlite:
+            # One process: look without the write lock, take it only when something is due.
+            async with db.read() as conn:
+                rows = await repo.due_deliveries(conn, now, limit, busy)
+            chosen, next_at = self._choose(rows, now)
+            if chosen:
+                async with db.transaction() as conn:
+                    await repo.lease_deliveries(conn, [r["id"] for r in chosen], now + self.lease_s)
+        else:
+            async with db.transaction() as conn:
+                rows = await repo.due_deliveries(conn, now, limit, busy)
+                chosen, next_at = self._choose(rows, now)
+                await repo.lease_deliveries(conn, [r["id"] for r in chosen], now + self.lease_s)
+        jobs = [
+            Job(
+                delivery_id=r["id"],
+                event_id=r["event_id"],
+                endpoint_id=r["endpoint_id"],
+                attempts=r["attempts"],
+                give_up_at=r["give_up_at"],
+                url=r["url"],
+                body=r["body"].encode(),
+                secrets=signing_secrets(r["endpoint_id"], r, self.rt.keyring, now),
+            )
+            for r in chosen
+        ]
+        return jobs, next_at
+
+    def _choose(
+        self, rows: list[sa.RowMapping], now: float
+    ) -> tuple[list[sa.RowMapping], float | None]:
+        """The due rows within each endpoint's free slots, and when the next row falls due."""
+        taken = Counter(self._per_endpoint)
+        chosen: list[sa.RowMapping] = []
+        for r in rows:
+            if r["next_attempt_at"] > now:
+                return chosen, r["next_attempt_at"]
+            if taken[r["endpoint_id"]] < self.per_endpoint:
+                taken[r["endpoint_id"]] += 1
+                chosen.append(r)
+        return chosen, None
+
+    def _start(
+        self,
+        work: Coroutine[Any, Any, None],
+        lease: tuple[str, str],
+        endpoint: str | None = None,
+    ) -> None:
+        task = asyncio.create_task(work)
+        self._sending[task] = lease
+        if endpoint is not None:
+            self._per_endpoint[endpoint] += 1
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._sending.pop(t, None)
+            if endpoint is not None:
+                self._per_endpoint[endpoint] -= 1
+                if self._per_endpoint[endpoint] <= 0:
+                    del self._per_endpoint[endpoint]
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                log.error("notifications.send_error", error=f"{type(exc).__name__}: {exc}"[:300])
+            self.wake()  # a slot is free
+
+        task.add_done_callback(done)
+
+    async def _deliver(self, job: Job) -> None:
+        if self._http is None:
+            self._http = WebhookClient(
+                allow_private=self.rt.settings.webhook_allow_private,
+                timeout_s=self.timeout_s,
+                max_connections=self.max_in_flight,
+            )
+        outcome = await self._http.send(job)
+        number = job.attempts + 1
+        now = time.time()
+        retry_at = None if outcome.ok else next_try(now, number, job.give_up_at, self.scale)
+        if outcome.ok:
+            status, attempt_status = "succeeded", "succeeded"
+        elif retry_at is not None:
+            status, attempt_status = "pending", "failed"
+        else:
+            status, attempt_status = "dead", "dead"
+        attempt = {
+            "id": new_id("whd"),
+            "event_id": job.event_id,
+            "endpoint_id": job.endpoint_id,
+            "attempt": number,
+            "status": attempt_status,
+            "response_status": outcome.response_status,
+            "error": outcome.error,
+            "duration_ms": outcome.duration_ms,
+            "next_attempt_at": math.ceil(retry_at) if retry_at is not None else None,
+            "created": now_s(),
+        }
+        async with self.rt.db.transaction() as conn:
+            await repo.record_attempt(
+                conn,
+                job.delivery_id,
+                status=status,
+                attempts=number,
+                next_attempt_at=retry_at,
+                attempt=attempt,
+            )
+        fields = {
+            "delivery_id": job.delivery_id,
+            "event_id": job.event_id,
+            "endpoint_id": job.endpoint_id,
+            "attempt": number,
+            "response_status": outcome.response_status,
+            "duration_ms": outcome.duration_ms,
+        }
+        if outcome.ok:
+            log.info("webhook.delivered", **fields)
+        elif status == "dead":
+            log.warning("webhook.dead_lettered", error=outcome.error, **fields)
+        else:
+            log.info("webhook.failed", error=outcome.error, **fields)
+
+    async def _send_message(self, message: sa.RowMapping) -> None:
+        ok, error = await self._messages.send(message)
+        fields = {"message_id": message["id"], "channel": message["channel"]}
+        if message["channel"] == "sms":
+            fields["to"] = masked(message["recipient"])
+        if ok:
+            log.info("notification.sent", kind=message["kind"], **fields)
+        else:
+            log.info("notification.failed", kind=message["kind"], error=error, **fields)
+
+    async def _shutdown(self) -> None:
+        cut = dict(self._sending)
+        for task in cut:
+            task.cancel()
+        await asyncio.gather(*cut, return_exceptions=True)
+        if cut:
+            # Hand what was cut short back at once, not when its lease runs out.
+            deliveries = [i for kind, i in cut.values() if kind == "delivery"]
+            messages = [i for kind, i in cut.values() if kind == "message"]
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2), self.rt.db.transaction() as conn:
+                    await repo.lease_deliveries(conn, deliveries, None)
+                    await store.lease_messages(conn, messages, None)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

@@ -1,0 +1,262 @@
+"""All SQL of webhooks: endpoints, the public events (read from the outbox), deliveries and
+their attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate.ids import new_id, now_s
+from paygate.notifications.tables import webhook_attempts, webhook_deliveries, webhook_endpoints
+from paygate.platform.db.pagination import Page, fetch_page
+from paygate.platform.db.tables import outbox
+
+E = webhook_endpoints.c
+D = webhook_deliveries.c
+A = webhook_attempts.c
+OB = outbox.c
+
+
+async def insert_ignoring_duplicates(
+    conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]], unique: Sequence[str]
+) -> None:
+    """Insert `rows`, skipping those that collide on `unique` (consumers are idempotent)."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(rows).on_conflict_do_nothing(index_elements=list(unique))
+    await conn.execute(stmt)
+
+
+# Endpoints
+
+
+async def insert_endpoint(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(webhook_endpoints.insert().values(**row))
+
+
+async def get_endpoint(
+    conn: AsyncConnection,
+    merchant_id: str,
+    livemode: bool,
+    endpoint_id: str,
+    *,
+    for_update: bool = False,
+) -> sa.RowMapping | None:
+    query = sa.select(webhook_endpoints).where(
+        E.id == endpoint_id, E.merchant_id == merchant_id, E.livemode == livemode
+    )
+    if for_update:
+        query = query.with_for_update()
+    return (await conn.execute(query)).mappings().one_or_none()
+
+
+async def list_endpoints(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, page: Page
+) -> list[sa.RowMapping]:
+    query = sa.select(webhook_endpoints).where(E.merchant_id == merchant_id, E.livemode == livemode)
+    return await fetch_page(conn, query, E.id, page)
+
+
+async def count_endpoints(conn: AsyncConnection, merchant_id: str, livemode: bool) -> int:
+    query = sa.select(sa.func.count()).where(E.merchant_id == merchant_id, E.livemode == livemode)
+    return int(await conn.scalar(query) or 0)
+
+
+async def enabled_endpoints(
+    conn: AsyncConnection, merchant_id: str, livemode: bool
+) -> list[sa.RowMapping]:
+    query = sa.select(E.id, E.enabled_events).where(
+        E.merchant_id == merchant_id, E.livemode == livemode, E.enabled.is_(True)
+    )
+    return list((await conn.execute(query)).mappings().all())
+
+
+async def update_endpoint(conn: AsyncConnection, endpoint_id: str, values: dict[str, Any]) -> None:
+    await conn.execute(webhook_endpoints.update().where(E.id == endpoint_id).values(**values))
+
+
+async def delete_endpoint(conn: AsyncConnection, endpoint_id: str) -> None:
+    """The endpoint, and with it (cascades) its deliveries and their attempts."""
+    await conn.execute(webhook_endpoints.delete().where(E.id == endpoint_id))
+
+
+# Events: the public rows of the outbox, as committed
+
+
+async def event_row(conn: AsyncConnection, event_id: str) -> sa.RowMapping | None:
+    query = sa.select(OB.id, OB.merchant_id, OB.livemode, OB.type, OB.public, OB.payload).where(
+        OB.id == event_id
+    )
+    return (await conn.execute(query)).mappings().one_or_none()
+
+
+async def get_event(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, event_id: str
+) -> sa.RowMapping | None:
+    query = sa.select(OB.id, OB.type, OB.payload).where(
+        OB.id == event_id,
+        OB.merchant_id == merchant_id,
+        OB.livemode == livemode,
+        OB.public.is_(True),
+    )
+    return (await conn.execute(query)).mappings().one_or_none()
+
+
+async def list_events(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, page: Page, *, type: str | None
+) -> list[sa.RowMapping]:
+    query = sa.select(OB.id, OB.payload).where(
+        OB.merchant_id == merchant_id, OB.livemode == livemode, OB.public.is_(True)
+    )
+    if type is not None:
+        query = query.where(OB.type == type)
+    return await fetch_page(conn, query, OB.id, page)
+
+
+# Deliveries
+
+
+async def add_deliveries(
+    conn: AsyncConnection,
+    event_id: str,
+    event_type: str,
+    endpoint_ids: Iterable[str],
+    *,
+    due: float,
+    give_up_at: float,
+) -> None:
+    now = now_s()
+    rows = [
+        {
+            "id": new_id("whq"),
+            "event_id": event_id,
+            "endpoint_id": endpoint_id,
+            "event_type": event_type,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": due,
+            "give_up_at": give_up_at,
+            "locked_until": None,
+            "created": now,
+            "updated": now,
+        }
+        for endpoint_id in endpoint_ids
+    ]
+    await insert_ignoring_duplicates(conn, webhook_deliveries, rows, ("event_id", "endpoint_id"))
+
+
+async def reopen_deliveries(
+    conn: AsyncConnection, event_id: str, endpoint_ids: list[str], *, due: float, give_up_at: float
+) -> None:
+    """Make the deliveries of `event_id` to `endpoint_ids` due again, dead ones included."""
+    await conn.execute(
+        webhook_deliveries.update()
+        .where(D.event_id == event_id, D.endpoint_id.in_(endpoint_ids))
+        .values(
+            status="pending",
+            next_attempt_at=due,
+            give_up_at=give_up_at,
+            locked_until=None,
+            updated=now_s(),
+        )
+    )
+
+
+async def due_deliveries(
+    conn: AsyncConnection, now: float, limit: int, busy: Iterable[str]
+) -> list[sa.RowMapping]:
+    """Pending deliveries to enabled endpoints not in `busy`, soonest due first (the first one
+    not due yet tells the loop how long it may sleep), with the endpoint's URL and secrets and
+    the event's body exactly as stored. On PostgreSQL the rows are locked and rows locked by
+    another process are skipped, so several processes share the work."""
+    query = (
+        sa.select(
+            D.id,
+            D.event_id,
+            D.endpoint_id,
+            D.attempts,
+            D.next_attempt_at,
+            D.give_up_at,
+            E.url,
+            E.secret_key_id,
+            E.secret_sealed,
+            E.previous_key_id,
+            E.previous_sealed,
+            E.previous_expires_at,
+            # The stored JSON text itself, not a decoded copy: the bytes that were committed.
+            sa.type_coerce(OB.payload, sa.Text).label("body"),
+        )
+        .select_from(
+            webhook_deliveries.join(webhook_endpoints, E.id == D.endpoint_id).join(
+                outbox, OB.id == D.event_id
+            )
+        )
+        .where(
+            D.status == "pending",
+            sa.or_(D.locked_until.is_(None), D.locked_until <= now),
+            E.enabled.is_(True),
+        )
+        .order_by(D.next_attempt_at)
+        .limit(limit)
+    )
+    busy = list(busy)
+    if busy:
+        query = query.where(D.endpoint_id.not_in(busy))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=webhook_deliveries)
+    return list((await conn.execute(query)).mappings().all())
+
+
+async def lease_deliveries(conn: AsyncConnection, ids: list[str], until: float | None) -> None:
+    if ids:
+        await conn.execute(
+            webhook_deliveries.update().where(D.id.in_(ids)).values(locked_until=until)
+        )
+
+
+async def record_attempt(
+    conn: AsyncConnection,
+    delivery_id: str,
+    *,
+    status: str,
+    attempts: int,
+    next_attempt_at: float | None,
+    attempt: dict[str, Any],
+) -> bool:
+    """Write an attempt's outcome on its delivery and keep the attempt; False when the
+    delivery is gone (its endpoint was deleted meanwhile)."""
+    now = now_s()
+    result = await conn.execute(
+        webhook_deliveries.update()
+        .where(D.id == delivery_id)
+        .values(
+            status=status,
+            attempts=attempts,
+            next_attempt_at=next_attempt_at if next_attempt_at is not None else float(now),
+            locked_until=None,
+            updated=now,
+        )
+    )
+    if not result.rowcount:
+        return False
+    await conn.execute(webhook_attempts.insert().values(delivery_id=delivery_id, **attempt))
+    return True
+
+
+async def list_attempts(
+    conn: AsyncConnection, endpoint_id: str, page: Page, *, event: str | None
+) -> list[sa.RowMapping]:
+    query = sa.select(webhook_attempts).where(A.endpoint_id == endpoint_id)
+    if event is not None:
+        query = query.where(A.event_id == event)
+    return await fetch_page(conn, query, A.id, page)
+
+
+async def deliveries_of(conn: AsyncConnection, event_id: str) -> list[sa.RowMapping]:
+    query = sa.select(D.endpoint_id, D.status).where(D.event_id == event_id)
+    return list((await conn.execute(query)).mappings().all())

@@ -1,0 +1,120 @@
+"""Sending one webhook attempt: the event's stored JSON, signed, POSTed through the SSRF guard
+with a pooled client, a total time limit and no redirects. The outcome is classified in fixed
+words: an error text never quotes the URL (it may carry credentials) or the response."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from paygate import __version__
+from paygate.notifications.guard import GuardedTransport, refused_by_guard
+from paygate.notifications.models import SIGNATURE_HEADER, signature_header
+from paygate.vault.crypto import Keyring
+
+# Enough of a response to keep the connection reusable; the rest is not read.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+def secret_aad(endpoint_id: str) -> bytes:
+    """Binds a sealed secret to its endpoint: a sealed value copied to another row won't open."""
+    return f"webhook_endpoint:{endpoint_id}".encode()
+
+
+def signing_secrets(
+    endpoint_id: str, row: Mapping[Any, Any], keyring: Keyring, now: float
+) -> tuple[str, ...]:
+    """The secrets that sign for an endpoint now: the current one, and the previous one while
+    its rotation window lasts (`row` holds the endpoint's secret columns)."""
+    aad = secret_aad(endpoint_id)
+    found = [keyring.open(row["secret_key_id"], bytes(row["secret_sealed"]), aad).decode()]
+    expires = row["previous_expires_at"]
+    if row["previous_sealed"] is not None and expires is not None and expires > now:
+        previous = keyring.open(row["previous_key_id"], bytes(row["previous_sealed"]), aad)
+        found.append(previous.decode())
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    delivery_id: str
+    event_id: str
+    endpoint_id: str
+    attempts: int  # failed or succeeded tries so far
+    give_up_at: float
+    url: str = field(repr=False)
+    body: bytes = field(repr=False)
+    secrets: tuple[str, ...] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    response_status: int | None
+    error: str | None
+    duration_ms: int
+
+
+class WebhookClient:
+    """One pooled HTTP client for every endpoint; the pool's size is the global cap on open
+    connections."""
+
+    def __init__(
+        self, *, allow_private: bool, timeout_s: float = 10.0, max_connections: int = 64
+    ) -> None:
+        self.timeout_s = timeout_s
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=32)
+        self._client = httpx.AsyncClient(
+            transport=GuardedTransport(allow_private=allow_private, limits=limits),
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
+            trust_env=False,
+            headers={"User-Agent": f"Paygate-Webhooks/{__version__}"},
+        )
+
+    async def send(self, job: Job) -> Outcome:
+        started = time.monotonic()
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature_header(job.secrets, timestamp, job.body),
+        }
+        status: int | None = None
+        error: str | None = None
+        try:
+            # One limit for the whole exchange: httpx's own timeouts apply per read, and a
+            # receiver trickling bytes would otherwise hold the slot for ever.
+            async with asyncio.timeout(self.timeout_s):
+                async with self._client.stream(
+                    "POST", job.url, content=job.body, headers=headers
+                ) as response:
+                    status = response.status_code
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read > MAX_RESPONSE_BYTES:
+                            break
+        except (TimeoutError, httpx.TimeoutException):
+            error = f"timed out after {self.timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            refused = refused_by_guard(exc)
+            if refused is not None:
+                error = f"refused: {refused}"
+            elif isinstance(exc, httpx.ConnectError):
+                error = "could not connect"
+            elif isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+                error = "invalid URL"
+            else:
+                error = "the connection failed during the exchange"
+        if error is None and status is not None and not 200 <= status < 300:
+            error = f"HTTP {status}" + (" (redirects are not followed)" if status < 400 else "")
+        duration_ms = int((time.monotonic() - started) * 1000)
+        return Outcome(error is None, status, error, duration_ms)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,229 @@
+"""The notification service: turns public events into deliveries and messages, and sends them.
+
+Two halves, so that a slow merchant endpoint never slows the payment pipeline:
+
+- `on_event` (a bus consumer) only writes rows: one delivery per (event, endpoint), unique, so
+  a redelivered event adds nothing, and the e-mail or SMS the event calls for, keyed the same
+  way. It reads the event from the outbox, as committed, never from the bus message alone.
+- `run` (the delivery loop, `loop.py`) claims due rows and sends them, a bounded number per
+  endpoint at a time.
+
+A failed try is retried with exponential back-off and jitter until three days after the first
+(`PAYGATE_WEBHOOK_BACKOFF_SCALE` shrinks that schedule), then dead-lettered (`dead`); a
+redelivery through the API makes it due again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate.ids import new_id
+from paygate.notifications import content, mail
+from paygate.notifications import messages as store
+from paygate.notifications import repository as repo
+from paygate.notifications.loop import DeliveryLoop
+from paygate.notifications.models import RETRY_WINDOW_S, takes
+from paygate.notifications.sms import PHONE, SmsSender, sms_sender_from_url
+from paygate.platform.bus import Bus, Event
+from paygate.platform.outbox import PUBLIC_TYPES
+from paygate.runtime import Runtime
+
+
+class NotificationService:
+    """Webhooks, e-mail and SMS for every public event.
+
+    service = NotificationService(rt)
+    service.register(bus)                         # the consumer: writes rows only
+    task = asyncio.create_task(service.run())     # the delivery loop
+    ...
+    await service.stop()                          # ends the loop, closes the senders
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        email: mail.EmailSender | None = None,
+        sms: SmsSender | None = None,
+        timeout_s: float = 10.0,
+        per_endpoint: int = 4,
+        max_in_flight: int = 64,
+        max_messages_in_flight: int = 8,
+        poll_s: float = 0.25,
+    ) -> None:
+        self.rt = rt
+        settings = rt.settings
+        self.scale = settings.webhook_backoff_scale
+        if email is None and settings.smtp_url:
+            email = mail.SmtpSender.from_url(settings.smtp_url)
+        self.email = email  # None: no e-mail is queued at all
+        self.sms = sms or sms_sender_from_url(None, settings.data_dir)
+        self.loop = DeliveryLoop(
+            rt,
+            email=email,
+            sms=self.sms,
+            timeout_s=timeout_s,
+            per_endpoint=per_endpoint,
+            max_in_flight=max_in_flight,
+            max_messages_in_flight=max_messages_in_flight,
+            poll_s=poll_s,
+        )
+
+    def register(self, bus: Bus) -> None:
+        bus.subscribe("notifications", sorted(PUBLIC_TYPES), self.on_event)
+
+    def wake(self) -> None:
+        """New rows are due: the loop looks now rather than at its next poll."""
+        self.loop.wake()
+
+    async def run(self) -> None:
+        """The delivery loop, until cancelled or `stop`ped."""
+        await self.loop.run()
+
+    async def pump(self) -> tuple[int, float]:
+        """One pass of the loop (tests, tools): returns how many sends started."""
+        return await self.loop.pump()
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+        close = getattr(self.sms, "aclose", None)
+        if close is not None:
+            await close()
+
+    # The consumer: rows only, quickly.
+
+    async def on_event(self, event: Event) -> None:
+        if event.get("type") not in PUBLIC_TYPES:
+            return  # internal events never leave the gateway
+        async with self.rt.db.read() as conn:
+            row = await repo.event_row(conn, event["id"])
+            if row is None or not row["public"]:
+                return
+            endpoints = [
+                e["id"]
+                for e in await repo.enabled_endpoints(conn, row["merchant_id"], row["livemode"])
+                if takes(e["enabled_events"], row["type"])
+            ]
+            notices = await self._customer_notices(conn, row)
+        if not endpoints and not notices:
+            return
+        now = time.time()
+        async with self.rt.db.transaction() as conn:
+            await repo.add_deliveries(
+                conn, row["id"], row["type"], endpoints, due=now, give_up_at=self._give_up(now)
+            )
+            await store.add_messages(conn, notices)
+        self.wake()
+
+    async def _customer_notices(
+        self, conn: AsyncConnection, row: sa.RowMapping
+    ) -> list[dict[str, Any]]:
+        kind = content.CUSTOMER_NOTICES.get(row["type"])
+        if kind is None:
+            return []
+        obj = row["payload"]["data"]["object"]
+        who = await store.contact(conn, row["merchant_id"], row["type"], obj)
+        if who is None:
+            return []
+        context = content.customer_notice(
+            kind, obj, merchant=who.merchant_name, name=who.name, payment=who.payment
+        )
+        now = time.time()
+        common = {"merchant_id": row["merchant_id"], "kind": kind, "due": now}
+        found = []
+        if who.email and self.email is not None:
+            rendered = mail.render(kind, context)
+            found.append(
+                store.message_row(
+                    **common,
+                    channel="email",
+                    dedupe_key=f"{row['id']}:email",
+                    recipient=who.email,
+                    sender_name=who.merchant_name,
+                    subject=rendered.subject,
+                    body_text=rendered.text,
+                    body_html=rendered.html,
+                    give_up_at=self._give_up(now),
+                )
+            )
+        if who.phone and PHONE.match(who.phone):
+            found.append(
+                store.message_row(
+                    **common,
+                    channel="sms",
+                    dedupe_key=f"{row['id']}:sms",
+                    recipient=who.phone,
+                    body_text=content.sms_text(kind, context),
+                    give_up_at=self._give_up(now),
+                )
+            )
+        return found
+
+    async def notify_sms(
+        self, to: str, text: str, *, merchant_id: str = "", dedupe_key: str | None = None
+    ) -> str:
+        """Queue an SMS to `to` (E.164, e.g. `+15550123`); returns the message id. A second
+        call with the same `dedupe_key` queues nothing more."""
+        if not PHONE.match(to):
+            raise ValueError("the phone number must be in E.164 form, e.g. +15550123")
+        now = time.time()
+        row = store.message_row(
+            merchant_id=merchant_id,
+            channel="sms",
+            kind="sms",
+            dedupe_key=dedupe_key or new_id("sms"),
+            recipient=to,
+            body_text=text[:1600],
+            due=now,
+            give_up_at=self._give_up(now),
+        )
+        async with self.rt.db.transaction() as conn:
+            await store.add_messages(conn, [row])
+            stored = await store.get_message(conn, row["dedupe_key"])
+        self.wake()
+        return str(stored["id"]) if stored is not None else row["id"]
+
+    async def send_daily_summaries(self, day: date) -> int:
+        """Queue each merchant's summary of `day` (UTC) to its e-mail address; merchants with no
+        payment or refund that day get none. Asking twice for a day queues nothing more.
+        Returns how many summaries the day has."""
+        if self.email is None:
+            return 0
+        start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+        now = time.time()
+        rows = []
+        async with self.rt.db.read() as conn:
+            for shop in await store.merchants_to_summarize(conn):
+                figures = await store.day_figures(conn, shop["id"], start, start + 86400)
+                if not figures:
+                    continue
+                rendered = mail.render(
+                    "daily_summary", content.summary_context(shop["name"], day, figures)
+                )
+                rows.append(
+                    store.message_row(
+                        merchant_id=shop["id"],
+                        channel="email",
+                        kind="daily_summary",
+                        dedupe_key=f"summary:{shop['id']}:{day.isoformat()}",
+                        recipient=shop["email"],
+                        subject=rendered.subject,
+                        body_text=rendered.text,
+                        body_html=rendered.html,
+                        due=now,
+                        give_up_at=self._give_up(now),
+                    )
+                )
+        if rows:
+            async with self.rt.db.transaction() as conn:
+                await store.add_messages(conn, rows)
+            self.wake()
+        return len(rows)
+
+    def _give_up(self, now: float) -> float:
+        return now + RETRY_WINDOW_S * self.scale
