@@ -201,6 +201,8 @@ class Processor:
                 return []
             if result.outcome.final or _already_done(attempt, result):
                 followups = await self._apply_final(conn, attempt, row, result)
+            elif result.outcome is Outcome.NOT_FOUND and row["status"] != Status.PROCESSING:
+                await self._close_unapplied(conn, attempt, row)
             else:
                 await self._apply_open(conn, attempt, row, result)
         self.rt.changed(attempt["payment_id"])
@@ -213,7 +215,10 @@ class Processor:
     ) -> None:
         """No answer yet: keep the attempt open and schedule the next look. A customer-initiated
         payment fails once its deadline passes; its attempt stays open until the bank can say
-        whether it was applied (a late authorization is then voided)."""
+        whether it was applied (a late authorization is then voided, a late sale refunded).
+
+        Even a `pending` attempt stays open: it proves nothing about the bank, since a worker that
+        died between its bank call and its commit leaves exactly that behind."""
         tries = attempt["tries"] + 1
         unknown = result.outcome is Outcome.UNKNOWN or attempt["status"] == "unknown"
         schedule = attempts.UNKNOWN_BACKOFF_S if unknown else attempts.UNAVAILABLE_BACKOFF_S
@@ -237,15 +242,6 @@ class Processor:
                     conn, row, state_of(row).fail("processing_error"), event="payment.failed"
                 )
                 await vault.destroy_cvc(conn, row["id"])
-                if not unknown:  # never applied, and never to be sent again
-                    await attempts.update(
-                        conn,
-                        attempt["id"],
-                        status="failed",
-                        tries=tries,
-                        failure_code="processing_error",
-                    )
-                    return
             else:
                 next_at = min(next_at, deadline)
         if attempt["status"] != "unknown" and unknown:
@@ -267,6 +263,27 @@ class Processor:
             outcome=str(result.outcome),
             tries=tries,
             detail=result.detail,
+        )
+
+    async def _close_unapplied(
+        self, conn: AsyncConnection, attempt: sa.RowMapping, row: sa.RowMapping
+    ) -> None:
+        """The bank never applied a customer-initiated attempt whose payment has failed, and it
+        will not be sent any more (`_may_send`): close it, so that it is not looked up forever."""
+        await attempts.update(
+            conn,
+            attempt["id"],
+            status="failed",
+            failure_code="processing_error",
+            tries=attempt["tries"] + 1,
+        )
+        await payments.log(
+            conn,
+            row["id"],
+            f"bank.{attempt['operation']}",
+            row["status"],
+            attempt["amount"],
+            {"reference": attempt["reference"], "outcome": "not_applied"},
         )
 
     async def _apply_final(
