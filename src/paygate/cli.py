@@ -80,14 +80,26 @@ def api(
         raise typer.BadParameter("PAYGATE_ADMIN_KEY must be set for `paygate api`")
     configure_logging(settings.log_format, settings.log_level)
     uvicorn.run(
-        "paygate.api.app:create_app",
+        "paygate.cli:api_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=workers,
         log_config=None,
         server_header=False,
+        # A server process still importing on a busy machine is not a dead one.
+        timeout_worker_healthcheck=30,
     )
+
+
+def api_app() -> Any:
+    """The app of one `paygate api` server process. With several workers each process starts
+    afresh, so logging (and its redaction of card data) is configured here, where it serves."""
+    from paygate.api.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
 
 
 @app.command()
@@ -153,6 +165,7 @@ async def _demo_merchant(settings: Settings) -> dict[str, str]:
                 name="Demo Shop",
                 email="demo@example.com",
                 tier=settings.default_tier,
+                api_version=settings.default_api_version,
             )
     finally:
         await rt.close()

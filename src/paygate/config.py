@@ -50,6 +50,22 @@ class Settings(BaseSettings):
     hmac_secret: str | None = None
 
     max_body_bytes: int = 64 * 1024
+    # The edge (paygate.edge). Rate-limit tiers: JSON merged field by field over the built-in
+    # ones (`standard`, `premium`, `unlimited`, `admin`), e.g. '{"standard": {"burst": 200}}'.
+    tiers: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)
+    # The API version of new merchants: the contract's until an operator moves it.
+    default_api_version: str = "2026-01-01"
+    # Cached status reads: `auto` caches when every writer can invalidate the cache (Redis, or
+    # the one-process `paygate serve`).
+    read_cache: Literal["auto", "on", "off"] = "auto"
+    read_cache_ttl_s: float = 300.0
+    # How long a process trusts a key it looked up: a revocation elsewhere is seen within this.
+    key_cache_ttl_s: float = 1.0
+    api_key_roll_grace_s: int = 24 * 3600
+    token_ttl_s: int = 15 * 60
+    request_timeout_s: float = 30.0
+    max_header_count: int = 100
+    max_header_bytes: int = 16 * 1024
     idempotency_ttl_s: int = 24 * 3600
     db_pool_size: int = 10
     fault_points: str = Field(default="", description="test-only crash points, comma separated")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from paygate.config import Settings
+from paygate.edge import cache as read_cache
 from paygate.platform import faults
 from paygate.platform.bus import Bus
 from paygate.platform.cache import Cache, cache_from_url
@@ -28,7 +30,12 @@ class Runtime:
     inflight: set[tuple[str, str, str]] = field(default_factory=set)
     # Called after a commit that wrote outbox events (the embedded relay polls less when woken).
     wake_relay: Callable[[], None] = lambda: None
+    # Status reads served from `cache` (paygate.edge.cache): only where every process that
+    # commits changes invalidates the same cache (see `read_cache_enabled`).
+    read_cache: bool = False
     _waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
+    # Background work of this process (cache invalidations, key bookkeeping): close() waits.
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -40,15 +47,45 @@ class Runtime:
             keyring=Keyring(settings.vault_keyring(), fingerprint_key=hmac_key),
             hmac_key=hmac_key,
             cache=cache_from_url(settings.redis_url),
+            read_cache=read_cache_enabled(settings, embedded=False),
         )
 
     def changed(self, *object_ids: str) -> None:
-        """An object's state was committed: wake whoever waits on it (`Prefer: wait`) and the
-        relay, which has events to publish."""
+        """An object's state was committed: drop its cached reads, wake whoever waits on it
+        (`Prefer: wait`) and wake the relay, which has events to publish.
+
+        With the read cache on, the waiters wake once the cached reads are dropped (in the
+        background), so that a client answered by a waiter never reads an older state from the
+        cache afterwards. A writer that answers a client itself awaits
+        `paygate.edge.cache.invalidate` before answering."""
+        cached = self.read_cache and any(read_cache.cacheable(i) for i in object_ids)
+        if not (cached and self.spawn(self._invalidate_then_wake(object_ids))):
+            self._wake(object_ids)
+        self.wake_relay()
+
+    async def _invalidate_then_wake(self, object_ids: tuple[str, ...]) -> None:
+        try:
+            await read_cache.invalidate(self, *object_ids)
+        finally:
+            self._wake(object_ids)
+
+    def _wake(self, object_ids: tuple[str, ...]) -> None:
         for object_id in object_ids:
             for waiter in self._waiters.get(object_id, ()):
                 waiter.set()
-        self.wake_relay()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run `work` in the background of this process (close() lets it finish); False, and
+        `work` is dropped, when no event loop runs here."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            work.close()
+            return False
+        task = loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
 
     async def wait_change(self, object_id: str, seconds: float) -> None:
         """Return when `object_id` changes in this process, or after `seconds` (changes made by
@@ -67,8 +104,26 @@ class Runtime:
                 if not waiters:
                     del self._waiters[object_id]
 
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Let the background work of `spawn` finish; what is left after `timeout_s` is
+        canceled."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+
     async def close(self) -> None:
+        await self.drain()
         if self.bus is not None:
             await self.bus.close()
         await self.cache.close()
         await self.db.dispose()
+
+
+def read_cache_enabled(settings: Settings, *, embedded: bool) -> bool:
+    """`PAYGATE_READ_CACHE=auto` caches status reads where every writer invalidates the same
+    cache: Redis, shared by all processes, or the one process of `paygate serve`. A memory cache
+    in one of several processes would keep a state another process changed."""
+    if settings.read_cache != "auto":
+        return settings.read_cache == "on"
+    return embedded or settings.redis_url is not None

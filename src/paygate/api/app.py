@@ -6,17 +6,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from paygate import __version__
 from paygate.api import errors, health, openapi
 from paygate.api.limits import BodyLimit, NoNul
 from paygate.config import Settings, get_settings
 from paygate.customers.routes import router as customers_router
+from paygate.edge import apikeys, audit, tokens
+from paygate.edge.http import EdgeMiddleware
+from paygate.edge.state import Edge
+from paygate.ledger.routes import router as ledger_router
 from paygate.merchants.routes import router as merchants_router
 from paygate.notifications.routes import router as notifications_router
 from paygate.payments.routes import router as payments_router
 from paygate.refunds.routes import router as refunds_router
-from paygate.runtime import Runtime
+from paygate.runtime import Runtime, read_cache_enabled
 
 DESCRIPTION = """
 Card payments, refunds and customers over a versioned JSON API.
@@ -26,7 +31,22 @@ own objects, the admin key for platform operations (`/v1/merchants`). Every writ
 `Idempotency-Key` header (required on payment and refund creation): a retry with the same key
 and request replays the first response. Amounts are integers in the currency's minor unit.
 Errors answer `{"error": {"type", "code", "message", "param"}}`.
+
+Keys: secret (`sk_`), restricted (`rk_`, per-resource permissions), publishable (`pk_`, only
+`POST /v1/tokens`, callable from browsers). Rate limits per key and tier answer `429` with
+`Retry-After`; every limited response carries `RateLimit-Policy` and `RateLimit`. Pin a dated
+API version with `Paygate-Version` (default: the merchant's); every response names the version
+it was answered in. `GET /v1/payments/{id}` and `GET /v1/refunds/{id}` answer an `ETag`: send it
+back in `If-None-Match` to get `304` until the object changes.
 """
+
+
+class PaygateAPI(FastAPI):
+    """The API with the edge (paygate.edge.http) outside everything else, the framework's own
+    error handling included, so that even its answers carry the edge's headers."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return EdgeMiddleware(super().build_middleware_stack(), self.state.runtime.settings)
 
 
 def create_app(
@@ -40,6 +60,9 @@ def create_app(
     as background tasks."""
     settings = settings or get_settings()
     rt = runtime or Runtime.from_settings(settings)
+    if embedded:
+        # One process: the pipeline invalidates the same memory cache the API reads from.
+        rt.read_cache = rt.read_cache or read_cache_enabled(settings, embedded=True)
     bank_app = None
     if embedded:
         from paygate.banksim.app import create_app as create_bank_app
@@ -70,8 +93,16 @@ def create_app(
         if runtime is None:
             await rt.close()
 
-    app = FastAPI(title="Paygate", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # No trailing-slash redirects: an API answers the contract's JSON 404, not a 307.
+    app = PaygateAPI(
+        title="Paygate",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
     app.state.runtime = rt
+    app.state.edge = Edge.build(rt)
     errors.install(app)
     openapi.install(app)
     for router in (
@@ -81,6 +112,10 @@ def create_app(
         refunds_router,
         customers_router,
         notifications_router,
+        ledger_router,
+        apikeys.router,
+        audit.router,
+        tokens.router,
     ):
         app.include_router(router)
     if bank_app is not None:

@@ -1,27 +1,24 @@
 """Who is calling: `Authorization: Bearer <key>` → a principal (DESIGN.md section 4, Auth).
 
 The admin key (from settings) runs platform operations; merchant keys see only their merchant's
-objects, in the mode (test or live) of the key.
+objects, in the mode (test or live) of the key, within their scopes (paygate.edge.scopes). Each
+authenticated request is also where the edge resolves its API version and checks its rate limits
+(paygate.edge): one key look-up (cached) and one limiter round trip at most.
 """
 
 from __future__ import annotations
 
-import hmac
-from dataclasses import dataclass
+from dataclasses import replace
 
 from fastapi import Request
 
+from paygate.edge import keys, ratelimit, scopes
+from paygate.edge.principal import Principal
+from paygate.edge.state import edge_of, exchange
 from paygate.errors import AuthenticationFailed, PermissionDenied
-from paygate.merchants import keys, repository
 from paygate.runtime import Runtime
 
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    kind: str  # admin | secret | publishable | restricted
-    merchant_id: str = ""
-    livemode: bool = False
-    key_id: str = ""
+__all__ = ["Principal", "admin", "authenticate", "card_intake", "key_manager", "merchant"]
 
 
 def runtime(request: Request) -> Runtime:
@@ -42,28 +39,30 @@ def _bearer(request: Request) -> str:
 
 async def authenticate(request: Request) -> Principal:
     rt = runtime(request)
-    token = _bearer(request)
-    admin_key = rt.settings.admin_key
-    if admin_key and hmac.compare_digest(token.encode(), admin_key.encode()):
-        return Principal(kind="admin")
-    if keys.parse(token) is None:
-        raise AuthenticationFailed("Invalid API key provided.")
-    async with rt.db.read() as conn:
-        row = await repository.find_key(conn, keys.key_hash(rt.hmac_key, token))
-    if row is None or row.revoked_at is not None:
-        raise AuthenticationFailed("Invalid API key provided.")
-    return Principal(
-        kind=row.kind, merchant_id=row.merchant_id, livemode=row.livemode, key_id=row.id
+    edge = edge_of(request)
+    principal = await keys.resolve(rt, edge.keys, _bearer(request))
+    xch = exchange(request)
+    version = xch.requested_version or principal.api_version or rt.settings.default_api_version
+    principal = replace(principal, api_version=version)
+    xch.api_version = version
+    decision = await ratelimit.check(
+        edge.limiter, edge.tiers, principal, request.method, request.url.path, edge.clock
     )
+    if decision is not None:
+        xch.limits = decision.states
+    ratelimit.enforce(decision)
+    return principal
 
 
 async def merchant(request: Request) -> Principal:
-    """A merchant's secret key; publishable keys only tokenize cards."""
+    """A merchant's secret key, or a restricted key within its permissions; publishable keys
+    only tokenize cards."""
     principal = await authenticate(request)
     if principal.kind == "admin":
         raise PermissionDenied("This endpoint takes a merchant's secret key, not the admin key.")
     if principal.kind == "publishable":
         raise PermissionDenied("A publishable key cannot call this endpoint; use a secret key.")
+    scopes.require(principal, request.method, request.url.path)
     return principal
 
 
@@ -71,4 +70,20 @@ async def admin(request: Request) -> Principal:
     principal = await authenticate(request)
     if principal.kind != "admin":
         raise PermissionDenied("This endpoint needs the admin key.")
+    return principal
+
+
+async def key_manager(request: Request) -> Principal:
+    """Managing keys and reading the audit log: the admin key or a merchant's secret key."""
+    principal = await authenticate(request)
+    if principal.kind not in ("admin", "secret"):
+        raise PermissionDenied("This endpoint needs a secret key or the admin key.")
+    return principal
+
+
+async def card_intake(request: Request) -> Principal:
+    """Card tokenization: a publishable key (from a browser) or a secret key."""
+    principal = await authenticate(request)
+    if principal.kind not in ("publishable", "secret"):
+        raise PermissionDenied("This endpoint takes a publishable or secret key.")
     return principal

@@ -6,7 +6,9 @@ message that quotes nothing are kept, so no card number or CVC is ever echoed.
 
 from __future__ import annotations
 
+import errno
 import re
+import socket
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -93,10 +95,34 @@ def error_reply(exc: PaygateError | TransitionRefused) -> tuple[int, dict[str, A
     return exc.status, exc.body()
 
 
+# A socket that cannot reach its server: refused, reset, unreachable, or (a Unix socket) no
+# socket file while the server is down. A file the code opens carries its `filename`; these do not.
+_UNREACHABLE = frozenset(
+    {
+        errno.ENOENT,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+    }
+)
+
+
 def _unavailable(exc: BaseException, depth: int = 0) -> bool:
     """A connection-level failure of a backend, not a bug: lost or refused connections, a
     database shutting down, SQLite busy past its timeout (or anything they caused)."""
     if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, socket.gaierror) or (
+        isinstance(exc, OSError) and exc.filename is None and exc.errno in _UNREACHABLE
+    ):
+        return True
+    # SQLSTATE class 08 (connection exception) and 57 (operator intervention: the server is
+    # shutting down, crashed, or is starting up and not yet accepting connections).
+    if str(getattr(exc, "sqlstate", None) or "")[:2] in ("08", "57"):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
@@ -141,7 +167,7 @@ def install(app: FastAPI) -> None:
 
     # Handlers for these classes run inside the app (an `Exception` handler would answer and
     # then re-raise to the server).
-    for kind in (DBAPIError, ConnectionError, TimeoutError):
+    for kind in (DBAPIError, OSError):  # ConnectionError and TimeoutError are OSErrors
         app.add_exception_handler(kind, _backend)
 
     @app.exception_handler(Exception)

@@ -53,8 +53,8 @@ class BodyLimit:
 
 class NoNul:
     """PostgreSQL text cannot hold U+0000 (SQLite can), and path ids and query values reach the
-    database as text: a NUL there is refused at the edge, the same 400 on both backends, instead
-    of failing inside a query."""
+    database as text: a NUL there is refused before the app runs, the same 400 on both backends,
+    instead of failing inside a query."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

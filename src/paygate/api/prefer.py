@@ -26,7 +26,12 @@ Settle = Callable[[int, Any], Awaitable[tuple[int, Any, dict[str, str]] | None]]
 
 
 def requested_wait(request: Request) -> float | None:
-    match = _WAIT.search(request.headers.get("prefer", ""))
+    return wait_of(request.headers.get("prefer", ""))
+
+
+def wait_of(prefer: str) -> float | None:
+    """The wait a `Prefer` header asks for, capped at `MAX_WAIT_S`."""
+    match = _WAIT.search(prefer)
     return min(float(match.group(1)), MAX_WAIT_S) if match else None
 
 

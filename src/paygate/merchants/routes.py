@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, StrictStr
@@ -13,6 +13,10 @@ from paygate.api import auth, idempotency, openapi
 from paygate.api.params import Page, page_params
 from paygate.api.responses import json_response
 from paygate.api.schemas import ListOut, Strict, page
+from paygate.edge import audit
+from paygate.edge.state import edge_of
+from paygate.edge.versions import VERSIONS
+from paygate.errors import InvalidRequest
 from paygate.merchants import repository, service
 
 router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
@@ -22,6 +26,9 @@ class MerchantCreate(Strict):
     name: Annotated[StrictStr, Field(min_length=1, max_length=200)] = Field(examples=["Acme"])
     email: Annotated[StrictStr, Field(max_length=320)] | None = None
     tier: Annotated[StrictStr, Field(max_length=40, pattern=r"^[a-z][a-z0-9_]*$")] | None = None
+    api_version: Literal[VERSIONS] | None = Field(  # type: ignore[valid-type]
+        None, description="The API version of its requests; default `PAYGATE_DEFAULT_API_VERSION`."
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -36,6 +43,7 @@ class MerchantOut(BaseModel):
     name: str
     email: str | None
     tier: str
+    api_version: str
     created: int
     api_key: str | None = Field(None, description="Shown once, at creation.")
     publishable_key: str | None = Field(None, description="Shown once, at creation.")
@@ -58,12 +66,27 @@ Admin = Annotated[auth.Principal, Depends(auth.admin)]
 )
 async def create_merchant(body: MerchantCreate, request: Request, principal: Admin) -> Response:
     rt = auth.runtime(request)
+    tier = body.tier or rt.settings.default_tier
+    if tier not in edge_of(request).tiers:
+        raise InvalidRequest(
+            f"Unknown tier; the tiers are {', '.join(edge_of(request).tiers.names)}.",
+            param="tier",
+        )
+    api_version = body.api_version or rt.settings.default_api_version
 
     async def work(conn: AsyncConnection) -> tuple[int, Any]:
-        tier = body.tier or rt.settings.default_tier
-        return 201, await service.create_merchant(
-            conn, rt.hmac_key, name=body.name, email=body.email, tier=tier
+        merchant = await service.create_merchant(
+            conn, rt.hmac_key, name=body.name, email=body.email, tier=tier, api_version=api_version
         )
+        await audit.record(
+            conn,
+            principal,
+            "merchant.created",
+            merchant_id=merchant["id"],
+            object_id=merchant["id"],
+            details={"tier": tier, "api_version": api_version},
+        )
+        return 201, merchant
 
     return await idempotency.execute(request, principal, work)
 

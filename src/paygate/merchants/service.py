@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from paygate.edge import versions
 from paygate.errors import NotFound
 from paygate.ids import new_id, now_s
 from paygate.merchants import keys, repository
@@ -19,16 +20,31 @@ def render(m: Mapping[Any, Any]) -> dict[str, Any]:
         "name": m["name"],
         "email": m["email"],
         "tier": m["tier"],
+        "api_version": m["api_version"],
         "created": m["created"],
     }
 
 
 async def create_merchant(
-    conn: AsyncConnection, hmac_key: bytes, *, name: str, email: str | None, tier: str
+    conn: AsyncConnection,
+    hmac_key: bytes,
+    *,
+    name: str,
+    email: str | None,
+    tier: str,
+    api_version: str = versions.BASE,
 ) -> dict[str, Any]:
-    """A merchant with a test-mode secret and publishable key, shown only in this answer."""
+    """A merchant with a test-mode secret and publishable key, shown only in this answer; its
+    requests default to `api_version` (paygate.edge.versions)."""
     now = now_s()
-    merchant = {"id": new_id("acct"), "name": name, "email": email, "tier": tier, "created": now}
+    merchant = {
+        "id": new_id("acct"),
+        "name": name,
+        "email": email,
+        "tier": tier,
+        "api_version": api_version,
+        "created": now,
+    }
     await repository.insert_merchant(conn, merchant)
     shown = {}
     for kind in ("secret", "publishable"):

@@ -52,7 +52,7 @@ async def update(
     result = await conn.execute(
         payments.update()
         .where(payments.c.id == payment_id, payments.c.version == version)
-        .values(**values, version=version + 1, updated=now_s())
+        .values(**{"updated": now_s(), **values}, version=version + 1)
     )
     return result.rowcount == 1
 

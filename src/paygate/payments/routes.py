@@ -12,6 +12,7 @@ from paygate.api import auth, idempotency, prefer
 from paygate.api.params import Page, created_params, page_params
 from paygate.api.responses import json_response
 from paygate.api.schemas import ListOut, page
+from paygate.edge import reads
 from paygate.payments import repository, service
 from paygate.payments.models import Status
 from paygate.payments.schemas import (
@@ -108,12 +109,20 @@ async def list_payments(
 @router.get(
     "/{payment_id}",
     response_model=None,
-    responses={200: {"model": PaymentOut}},
+    responses={
+        200: {
+            "model": PaymentOut,
+            "description": "The payment, with an `ETag`; with `If-None-Match` naming the current "
+            "ETag, `304 Not Modified` and no body.",
+        },
+    },
     summary="Retrieve a payment",
 )
 async def get_payment(payment_id: str, request: Request, m: Merchant) -> Response:
-    async with auth.runtime(request).db.read() as conn:
-        return json_response(await service.get(conn, m.merchant_id, m.livemode, payment_id))
+    async def load(conn: AsyncConnection) -> tuple[dict[str, Any], int]:
+        return await service.get_versioned(conn, m.merchant_id, m.livemode, payment_id)
+
+    return await reads.serve(request, auth.runtime(request), m, payment_id, load)
 
 
 @router.post(
@@ -162,7 +171,9 @@ async def cancel_payment(
     async def work(conn: AsyncConnection) -> tuple[int, Any]:
         return await service.cancel(conn, m.merchant_id, m.livemode, payment_id, reason)
 
-    settle = prefer.payment_waiter(request, auth.runtime(request), m.merchant_id, m.livemode)
+    rt = auth.runtime(request)
+    settle = prefer.payment_waiter(request, rt, m.merchant_id, m.livemode)
+    settle = reads.invalidating(rt, [payment_id], settle)
     return await idempotency.execute(request, m, work, settle=settle)
 
 

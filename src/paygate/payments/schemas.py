@@ -12,6 +12,8 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -55,7 +57,26 @@ class CardIn(Strict):
 
 
 class PaymentMethodIn(Strict):
-    card: CardIn
+    """Exactly one of `card` (card details) or `token` (a `tok_…` made by `POST /v1/tokens`, so
+    that the merchant's server never handles the card number)."""
+
+    # Validated before `card`, whose check needs to know whether a token came.
+    token: Annotated[StrictStr, Field(max_length=40, pattern=r"^tok_[0-9A-Za-z]+$")] | None = Field(
+        None, examples=["tok_01JD4Q6Z8V3N2M5K7H9G1F0E2D"]
+    )
+    card: CardIn | None = Field(None, validate_default=True)
+
+    @field_validator("card", mode="after")
+    @classmethod
+    def _card_or_token(cls, card: CardIn | None, info: ValidationInfo) -> CardIn | None:
+        token = info.data.get("token")
+        if card is None and token is None and "token" in info.data:
+            raise PydanticCustomError("missing", "Field required")
+        if card is not None and token is not None:
+            raise PydanticCustomError(
+                "parameter_invalid", "give either a card or a token, not both"
+            )
+        return card
 
 
 class CustomerIn(Strict):

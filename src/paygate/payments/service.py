@@ -17,7 +17,7 @@ from paygate.payments.models import FAILURE_MESSAGES, PaymentState, Status
 from paygate.payments.schemas import PaymentCreate, render
 from paygate.platform import outbox
 from paygate.platform.db.tables import payment_methods
-from paygate.vault import cards
+from paygate.vault import cards, tokens
 from paygate.vault import repository as vault
 from paygate.vault.crypto import Keyring
 
@@ -39,10 +39,13 @@ async def create(
     request: PaymentCreate,
     cvc_ttl_s: int,
 ) -> dict[str, Any]:
-    """Accept a payment: vault the card, write the payment (`pending`), its first log entry and
-    `payment.created`. The bank is not called here: the pipeline takes it from the outbox."""
-    card = request.payment_method.card
-    if cards.expired(card.exp_month, card.exp_year):
+    """Accept a payment: vault the card (or use the token's, once), write the payment
+    (`pending`), its first log entry and `payment.created`. The bank is not called here: the
+    pipeline takes it from the outbox."""
+    payment_id = new_id("pay")
+    method_in = request.payment_method
+    card_in = method_in.card
+    if card_in is not None and cards.expired(card_in.exp_month, card_in.exp_year):
         raise InvalidRequest(
             "The card's expiry date is in the past.",
             param="payment_method.card.exp_year",
@@ -55,25 +58,44 @@ async def create(
             conn, merchant_id, livemode, id=spec.id, email=spec.email, name=spec.name
         )
     now = now_s()
-    fingerprint = keyring.fingerprint(card.number, "card")
-    token = await vault.store_card(conn, keyring, card.number, fingerprint)
+    if method_in.token is not None:
+        card = await tokens.redeem(
+            conn,
+            keyring,
+            method_in.token,
+            merchant_id=merchant_id,
+            livemode=livemode,
+            payment_id=payment_id,
+        )
+    else:
+        assert card_in is not None  # the schema takes exactly one of card and token
+        fingerprint = keyring.fingerprint(card_in.number, "card")
+        card = tokens.VaultedCard(
+            token=await vault.store_card(conn, keyring, card_in.number, fingerprint),
+            brand=cards.brand(card_in.number),
+            last4=card_in.number[-4:],
+            exp_month=card_in.exp_month,
+            exp_year=card_in.exp_year,
+            fingerprint=fingerprint,
+            cvc=card_in.cvc,
+        )
     method = {
         "id": new_id("pm"),
         "merchant_id": merchant_id,
         "customer_id": customer_id,
         "livemode": livemode,
-        "card_token": token,
-        "brand": cards.brand(card.number),
-        "last4": card.number[-4:],
+        "card_token": card.token,
+        "brand": card.brand,
+        "last4": card.last4,
         "exp_month": card.exp_month,
         "exp_year": card.exp_year,
-        "fingerprint": fingerprint,
+        "fingerprint": card.fingerprint,
         "created": now,
     }
     await conn.execute(payment_methods.insert().values(**method))
     state = PaymentState(status=Status.PENDING, amount=request.amount, capture=request.capture)
     row = {
-        "id": new_id("pay"),
+        "id": payment_id,
         "merchant_id": merchant_id,
         "livemode": livemode,
         **asdict(state),
@@ -95,7 +117,8 @@ async def create(
         "updated": now,
     }
     await repository.insert(conn, row)
-    await vault.store_cvc(conn, keyring, row["id"], card.cvc, expires_at=now + cvc_ttl_s)
+    if card.cvc is not None:
+        await vault.store_cvc(conn, keyring, row["id"], card.cvc, expires_at=now + cvc_ttl_s)
     await repository.log(conn, row["id"], "payment.created", state.status, state.amount)
     payment = render(row)
     await outbox.emit(
@@ -108,6 +131,14 @@ async def get(
     conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str
 ) -> dict[str, Any]:
     return render(await _load(conn, merchant_id, livemode, payment_id))
+
+
+async def get_versioned(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str
+) -> tuple[dict[str, Any], int]:
+    """The payment and its row version (for cached reads)."""
+    row = await _load(conn, merchant_id, livemode, payment_id)
+    return render(row), row["version"]
 
 
 async def _load(
@@ -140,9 +171,11 @@ async def transition(
     if new.failure_code and new.failure_code != row["failure_code"]:
         values["failure_message"] = FAILURE_MESSAGES.get(new.failure_code)
     values.update(extra or {})
+    # One time for the row and the answer: they must not differ across a second's boundary.
+    values["updated"] = now_s()
     if not await repository.update(conn, row["id"], row["version"], values):
         raise StateConflict("The payment changed while this request ran; retry it.")
-    updated = {**row, **values, "version": row["version"] + 1, "updated": now_s()}
+    updated = {**row, **values, "version": row["version"] + 1}
     entry = log_type or event or "payment.updated"
     await repository.log(
         conn, row["id"], entry, values["status"], new.amount_captured or new.amount, details

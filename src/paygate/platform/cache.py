@@ -7,7 +7,8 @@ the only copy of a fact about money.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
@@ -164,6 +165,16 @@ class RedisCache:
 
     async def incr(self, key: str, amount: int, ttl_s: float) -> int:
         return int(await self._incr(keys=[self._k(key)], args=[amount, int(ttl_s * 1000)]))
+
+    def script(self, source: str) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
+        """A Lua script run atomically inside Redis on keys of this cache (rate limits: one
+        round trip for a whole check)."""
+        registered = self._redis.register_script(source)
+
+        async def run(keys: list[str], args: list[Any]) -> Any:
+            return await registered(keys=[self._k(k) for k in keys], args=args)
+
+        return run
 
     async def ping(self) -> bool:
         try:

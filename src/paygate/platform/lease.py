@@ -1,18 +1,21 @@
 """Leases for jobs that must run in one process at a time (recovery, expiry sweeps, settlement):
 a PostgreSQL session advisory lock held on a dedicated connection. If the holder dies, its
-connection closes and the lock is free at once; the other processes keep trying.
-On SQLite (one process by design) the lease is always granted."""
+connection closes and the lock is free at once; the other processes keep trying, through
+database restarts too. On SQLite (one process by design) the lease is always granted."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.platform.db import Database
+from paygate.platform.logging import log
 
 
 def lease_id(name: str) -> int:
@@ -27,13 +30,36 @@ async def lease(db: Database, name: str, *, retry_s: float = 2.0) -> AsyncIterat
         yield
         return
     key = lease_id(name)
-    async with db.engine.connect() as conn:
-        while not await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(key))):
-            await conn.rollback()  # end the implicit transaction while we wait
-            await asyncio.sleep(retry_s)
-        await conn.commit()
-        try:
-            yield
-        finally:
+    conn = await _acquire(db, name, key, retry_s)
+    try:
+        yield
+    finally:
+        # A lost connection has released the lock already: nothing to undo then.
+        with contextlib.suppress(Exception):
             await conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
             await conn.commit()
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+async def _acquire(db: Database, name: str, key: int, retry_s: float) -> AsyncConnection:
+    """A connection holding the lock. A standby waits here for as long as the holder lives,
+    which can outlast a database restart: a lost connection is replaced, not raised, or the
+    standby's job would end for good while its process still looks healthy."""
+    while True:
+        conn: AsyncConnection | None = None
+        try:
+            conn = await db.engine.connect()
+            while not await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(key))):
+                await conn.rollback()  # end the implicit transaction while we wait
+                await asyncio.sleep(retry_s)
+            await conn.commit()
+            return conn
+        except BaseException as exc:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            if not isinstance(exc, sa.exc.DBAPIError | OSError):
+                raise  # cancelled (the process stops), or a bug
+            log.warning("lease.wait_failed", lease=name, error=f"{type(exc).__name__}: {exc}"[:200])
+            await asyncio.sleep(retry_s)

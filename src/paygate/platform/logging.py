@@ -45,7 +45,6 @@ REDACTED = "[redacted]"
 
 def redact_text(text: str) -> str:
     """Mask card numbers and API keys inside free text."""
-
     return _KEY.sub(REDACTED, _DIGIT_RUN.sub(_mask_card_numbers, text))
 
 

@@ -93,7 +93,15 @@ class NatsBus:
     async def connect(self) -> None:
         """Connect and make sure every stream exists (idempotent across processes)."""
         self._nc = await nats.connect(
-            self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name="paygate"
+            self.url,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            name="paygate",
+            # One log line per event: the client's defaults print a traceback for every failed
+            # reconnect, twice a second for as long as the server is away.
+            error_cb=_on_error,
+            disconnected_cb=_on_disconnected,
+            reconnected_cb=_on_reconnected,
         )
         self._js = self._nc.jetstream(timeout=10)
         for domain in DOMAINS:
@@ -236,3 +244,15 @@ def _headers(event: Event) -> dict[str, str]:
     if isinstance(trace, dict):
         headers.update({k: str(v) for k, v in trace.items()})
     return headers
+
+
+async def _on_error(exc: Exception) -> None:
+    log.warning("bus.connection_error", error=f"{type(exc).__name__}: {exc}"[:200])
+
+
+async def _on_disconnected() -> None:
+    log.warning("bus.disconnected")
+
+
+async def _on_reconnected() -> None:
+    log.info("bus.reconnected")

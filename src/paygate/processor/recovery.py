@@ -10,6 +10,7 @@ import time
 import sqlalchemy as sa
 
 from paygate.ids import now_s
+from paygate.ledger.service import release_due
 from paygate.payments import attempts
 from paygate.payments.models import Status
 from paygate.platform.db.housekeeping import prune_idempotency_records
@@ -45,6 +46,7 @@ class Recovery:
         async with self.db.transaction() as conn:
             await prune_idempotency_records(conn)
             await destroy_expired_cvcs(conn)
+            await release_due(conn)  # funds past their payout delay become available
         return len(due)
 
     async def expire_authorizations(self) -> int:

@@ -27,6 +27,8 @@ from paygate.connectors.base import (
     VoidRequest,
 )
 from paygate.ids import now_s
+from paygate.ledger import service as ledger
+from paygate.ledger.models import Pricing
 from paygate.payments import attempts
 from paygate.payments import repository as payments
 from paygate.payments.models import FAILURE_CODES, Status
@@ -48,6 +50,7 @@ class Processor:
         self.rt = rt
         self.bank = bank
         self.settings = rt.settings
+        self.pricing = Pricing()
 
     def register(self, bus: Bus) -> None:
         bus.subscribe(
@@ -325,6 +328,7 @@ class Processor:
                 await transition(
                     conn, row, state.captured(attempt["amount"]), event="payment.succeeded"
                 )
+                await self._book_capture(conn, row, attempt["amount"])
             else:
                 review = (row["risk"] or {}).get("decision") == "review"
                 new = state.authorized(review=review)
@@ -335,6 +339,7 @@ class Processor:
                 await transition(
                     conn, row, state.captured(attempt["amount"]), event="payment.succeeded"
                 )
+                await self._book_capture(conn, row, attempt["amount"])
             elif not approved and status == Status.REQUIRES_CAPTURE:
                 # Refused for good: release the authorization and fail the payment.
                 await transition(conn, row, state.fail("processing_error"), event="payment.failed")
@@ -346,6 +351,11 @@ class Processor:
             return []
         await self._settle_refund(conn, attempt, row, approved, code)
         return []
+
+    async def _book_capture(self, conn: AsyncConnection, row: sa.RowMapping, amount: int) -> None:
+        """The ledger entry of captured money, in the transaction of the capture itself."""
+        await ledger.record_capture(conn, row, amount, pricing=self.pricing,
+                                    payout_delay_days=self.settings.payout_delay_days)
 
     async def _reverse(self, conn: AsyncConnection, row: sa.RowMapping, op: str) -> str:
         """Undo an approval the payment no longer wants: void an authorization, refund a sale."""
@@ -399,6 +409,8 @@ class Processor:
             .where(refunds.c.id == refund_id)
             .values(status=status, failure_code=failure, version=version, updated=now_s())
         )
+        await ledger.record_refund_result(conn, refund, row, succeeded=approved,
+                                          pricing=self.pricing)
         obj = render_refund({**refund, "status": status, "failure_code": failure})
         await outbox.emit(
             conn, type=f"refund.{status}", obj=obj, merchant_id=row["merchant_id"], sequence=version

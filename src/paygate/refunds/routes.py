@@ -12,6 +12,7 @@ from paygate.api import auth, idempotency, prefer
 from paygate.api.params import Page, page_params
 from paygate.api.responses import json_response
 from paygate.api.schemas import ListOut, page
+from paygate.edge import reads
 from paygate.payments.routes import IDEMPOTENCY_DOC
 from paygate.refunds import service
 from paygate.refunds.schemas import RefundCreate, RefundOut
@@ -58,7 +59,10 @@ async def create_refund(
     async def work(conn: AsyncConnection) -> tuple[int, Any]:
         return 202, await service.create(conn, m.merchant_id, m.livemode, body)
 
-    settle = prefer.refund_waiter(request, auth.runtime(request), m.merchant_id, m.livemode)
+    rt = auth.runtime(request)
+    settle = prefer.refund_waiter(request, rt, m.merchant_id, m.livemode)
+    # The refund reserves its amount on the payment: a new version of the payment.
+    settle = reads.invalidating(rt, [body.payment], settle)
     return await idempotency.execute(request, m, work, required=True, settle=settle)
 
 
@@ -82,9 +86,17 @@ async def list_refunds(
 @router.get(
     "/{refund_id}",
     response_model=None,
-    responses={200: {"model": RefundOut}},
+    responses={
+        200: {
+            "model": RefundOut,
+            "description": "The refund, with an `ETag`; with `If-None-Match` naming the current "
+            "ETag, `304 Not Modified` and no body.",
+        },
+    },
     summary="Retrieve a refund",
 )
 async def get_refund(refund_id: str, request: Request, m: Merchant) -> Response:
-    async with auth.runtime(request).db.read() as conn:
-        return json_response(await service.get(conn, m.merchant_id, m.livemode, refund_id))
+    async def load(conn: AsyncConnection) -> tuple[dict[str, Any], int]:
+        return await service.get_versioned(conn, m.merchant_id, m.livemode, refund_id)
+
+    return await reads.serve(request, auth.runtime(request), m, refund_id, load)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.errors import NotFound
 from paygate.ids import new_id, now_s
+from paygate.ledger import service as ledger
 from paygate.payments import attempts
 from paygate.payments import repository as payments
 from paygate.payments.service import state_of
@@ -58,6 +59,7 @@ async def create(
         currency=payment["currency"],
         refund_id=row["id"],
     )
+    await ledger.record_refund_reserved(conn, row)
     await payments.log(
         conn, payment["id"], "refund.created", payment["status"], amount, {"refund": row["id"]}
     )
@@ -69,6 +71,14 @@ async def create(
 async def get(
     conn: AsyncConnection, merchant_id: str, livemode: bool, refund_id: str
 ) -> dict[str, Any]:
+    refund, _version = await get_versioned(conn, merchant_id, livemode, refund_id)
+    return refund
+
+
+async def get_versioned(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, refund_id: str
+) -> tuple[dict[str, Any], int]:
+    """The refund and its row version (for cached reads)."""
     c = refunds.c
     row = (
         (
@@ -83,7 +93,7 @@ async def get(
     )
     if row is None:
         raise NotFound("No such refund.", param="id")
-    return render(row)
+    return render(row), int(row["version"])
 
 
 async def list_page(

@@ -49,6 +49,9 @@ merchants = sa.Table(
     sa.Column("email", sa.String(320)),
     sa.Column("tier", sa.String(40), nullable=False),
     sa.Column("created", Time, nullable=False),
+    # The dated API version the merchant's requests default to (paygate.edge.versions), fixed at
+    # creation; merchants from before versions existed are on the first one.
+    sa.Column("api_version", sa.String(10), nullable=False, server_default="2026-01-01"),
 )
 
 api_keys = sa.Table(
@@ -62,6 +65,29 @@ api_keys = sa.Table(
     sa.Column("last4", sa.String(4), nullable=False),
     sa.Column("created", Time, nullable=False),
     sa.Column("revoked_at", Time),
+    sa.Column("name", sa.String(100)),
+    # Restricted keys: {resource: "read" | "write" | "none"} (paygate.edge.scopes).
+    sa.Column("permissions", Json),
+    # A rolled key keeps working until then.
+    sa.Column("expires_at", Time),
+    # Written at most once a minute per key and process, never once per request.
+    sa.Column("last_used_at", Time),
+)
+
+# Append-only (the migration adds triggers that refuse UPDATE and DELETE): who did what to which
+# merchant, keys and admin actions. Never a secret: key ids and last 4 characters only.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("merchant_id", Id),
+    sa.Column("actor", sa.String(60), nullable=False),
+    sa.Column("actor_type", sa.String(20), nullable=False),
+    sa.Column("action", sa.String(60), nullable=False),
+    sa.Column("object_id", Id),
+    sa.Column("details", Json, nullable=False),
+    sa.Column("created", Time, nullable=False),
+    sa.Index("ix_audit_log_merchant", "merchant_id", "id"),
 )
 
 customers = sa.Table(
@@ -97,6 +123,26 @@ vault_cvcs = sa.Table(
     sa.Column("data_key_sealed", sa.LargeBinary, nullable=False),
     sa.Column("cvc_sealed", sa.LargeBinary, nullable=False),
     sa.Column("expires_at", Time, nullable=False, index=True),
+)
+
+# Single-use card tokens made in the browser with a publishable key (paygate.vault.tokens): the
+# card sealed in the vault, the CVC sealed in `vault_cvcs` under the token's id until it expires.
+card_tokens = sa.Table(
+    "card_tokens",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("merchant_id", Id, sa.ForeignKey("merchants.id"), nullable=False),
+    sa.Column("livemode", sa.Boolean, nullable=False),
+    sa.Column("card_token", Id, sa.ForeignKey("vault_cards.token"), nullable=False),
+    sa.Column("brand", sa.String(20), nullable=False),
+    sa.Column("last4", sa.String(4), nullable=False),
+    sa.Column("exp_month", sa.Integer, nullable=False),
+    sa.Column("exp_year", sa.Integer, nullable=False),
+    sa.Column("fingerprint", sa.String(40), nullable=False),
+    sa.Column("created", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("used_at", Time),
+    sa.Column("payment_id", Id),
 )
 
 payment_methods = sa.Table(

@@ -9,6 +9,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import paygate.ledger.tables
 import paygate.notifications.tables  # noqa: F401
 from paygate.platform.db.tables import metadata
 
