@@ -354,8 +354,13 @@ class Processor:
 
     async def _book_capture(self, conn: AsyncConnection, row: sa.RowMapping, amount: int) -> None:
         """The ledger entry of captured money, in the transaction of the capture itself."""
-        await ledger.record_capture(conn, row, amount, pricing=self.pricing,
-                                    payout_delay_days=self.settings.payout_delay_days)
+        await ledger.record_capture(
+            conn,
+            row,
+            amount,
+            pricing=self.pricing,
+            payout_delay_days=self.settings.payout_delay_days,
+        )
 
     async def _reverse(self, conn: AsyncConnection, row: sa.RowMapping, op: str) -> str:
         """Undo an approval the payment no longer wants: void an authorization, refund a sale."""
@@ -409,8 +414,9 @@ class Processor:
             .where(refunds.c.id == refund_id)
             .values(status=status, failure_code=failure, version=version, updated=now_s())
         )
-        await ledger.record_refund_result(conn, refund, row, succeeded=approved,
-                                          pricing=self.pricing)
+        await ledger.record_refund_result(
+            conn, refund, row, succeeded=approved, pricing=self.pricing
+        )
         obj = render_refund({**refund, "status": status, "failure_code": failure})
         await outbox.emit(
             conn, type=f"refund.{status}", obj=obj, merchant_id=row["merchant_id"], sequence=version
