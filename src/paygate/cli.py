@@ -21,6 +21,15 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _mount_fraud() -> None:
+    from paygate.fraud.cli import app as fraud_app
+
+    app.add_typer(fraud_app, name="fraud", help="Train and evaluate the fraud model.")
+
+
+_mount_fraud()
+
+
 def _settings(**overrides: Any) -> Settings:
     base = get_settings()
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -1,0 +1,14 @@
+"""A reduced benchmark (seconds, not minutes), shared by the fraud tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from paygate.fraud.simulator import SimulatedData, SimulationConfig, simulate
+
+REDUCED = SimulationConfig(n_customers=150, n_terminals=400, n_days=60)
+
+
+@pytest.fixture(scope="session")
+def reduced() -> SimulatedData:
+    return simulate(REDUCED)
