@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from paygate.fraud.model import ARTIFACTS_DIR, DEFAULT_ENSEMBLE, save
-from paygate.fraud.simulator import SimulationConfig
+from paygate.fraud.defaults import ARTIFACTS_DIR, DEFAULT_ENSEMBLE
+
+if TYPE_CHECKING:
+    from paygate.fraud.simulator import SimulationConfig
 
 app = typer.Typer(
     help="Fraud model: train it, and measure it on the published benchmark.",
@@ -29,6 +31,10 @@ MaxIter = Annotated[int | None, typer.Option(help="Boosting iterations per model
 
 
 def _sim(seed: int, customers: int, terminals: int, days: int) -> SimulationConfig:
+    # numpy, pandas and scikit-learn load only when a fraud command runs, not with every
+    # `paygate` command.
+    from paygate.fraud.simulator import SimulationConfig
+
     try:
         return SimulationConfig(
             n_customers=customers, n_terminals=terminals, n_days=days, seed=seed
@@ -79,6 +85,8 @@ def train(
             ensemble=ensemble,
             params=_params(max_iter),
         )
+    from paygate.fraud.model import save
+
     path = save(model, out)
     err.print(f"saved {path}")
     typer.echo(json.dumps(model.metrics), err=True)
@@ -112,6 +120,8 @@ def evaluate(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if save_to is not None:
+        from paygate.fraud.model import save
+
         result["artifact"] = str(save(model, save_to))
     if as_json:
         typer.echo(json.dumps(_no_nan(result), allow_nan=False))

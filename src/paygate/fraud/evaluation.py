@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from paygate.fraud.baseline import baseline_features, reference_predictions
+from paygate.fraud.defaults import DEFAULT_ENSEMBLE
 from paygate.fraud.features import FeatureConfig
 from paygate.fraud.metrics import assess
-from paygate.fraud.model import DEFAULT_ENSEMBLE, FraudModel, fit
+from paygate.fraud.model import FraudModel, fit
 from paygate.fraud.replay import batch_features
 from paygate.fraud.simulator import SimulationConfig, simulate
 

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from paygate.fraud.defaults import DEFAULT_ENSEMBLE
 from paygate.fraud.evaluation import BENCHMARK_FEATURES, Split, split_masks
 from paygate.fraud.features import FeatureConfig
 from paygate.fraud.metrics import assess
-from paygate.fraud.model import DEFAULT_ENSEMBLE, FraudModel, fit
+from paygate.fraud.model import FraudModel, fit
 from paygate.fraud.replay import batch_features
 from paygate.money import exponent
 

@@ -36,9 +36,9 @@ import joblib  # type: ignore[import-untyped]
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from paygate.fraud.defaults import ARTIFACTS_DIR, DEFAULT_ENSEMBLE
 from paygate.fraud.features import FeatureConfig
 
-ARTIFACTS_DIR = Path(__file__).parent / "artifacts"
 ARTIFACT_PREFIX = "fraud-model-"
 FORMAT = 1  # of the artifact's arrays; bump when they change meaning
 
@@ -50,7 +50,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "l2_regularization": 1.0,
     "max_features": 0.5,
 }
-DEFAULT_ENSEMBLE = 5
 
 
 def bin_levels(body: int = 127, tail: int = 127, tail_share: float = 0.1) -> np.ndarray:
