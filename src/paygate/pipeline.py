@@ -138,6 +138,3 @@ class Pipeline:
                     created=now_s(),
                 )
             )
-
-    # Kept for callers written against the first version of this class.
-    _dead_letter = dead_letter

@@ -196,6 +196,8 @@ payments = sa.Table(
     sa.Index("ix_payments_merchant_id", "merchant_id", "livemode", "id"),
     sa.Index("ix_payments_merchant_status", "merchant_id", "livemode", "status", "id"),
     sa.Index("ix_payments_merchant_created", "merchant_id", "livemode", "created"),
+    # The scheduler's sweep of held authorizations past their time (status, then age).
+    sa.Index("ix_payments_held", "status", "updated"),
 )
 
 transaction_log = sa.Table(
