@@ -19,6 +19,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import paygate.fraud.rules_tables
+import paygate.fraud.tables
+import paygate.ledger.tables
+import paygate.notifications.tables
+import paygate.reconciliation.tables
+import paygate.settlements.tables  # noqa: F401  (every table on the metadata)
 from paygate.platform.db import Database
 from paygate.platform.db.migrate import alembic_config, upgrade
 from paygate.platform.db.tables import merchants, metadata

@@ -9,8 +9,12 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import paygate.fraud.rules_tables
+import paygate.fraud.tables
 import paygate.ledger.tables
-import paygate.notifications.tables  # noqa: F401
+import paygate.notifications.tables
+import paygate.reconciliation.tables
+import paygate.settlements.tables  # noqa: F401
 from paygate.platform.db.tables import metadata
 
 config = context.config

@@ -1,0 +1,1 @@
+"""Reconciliation of the ledger against the bank's daily settlement report."""

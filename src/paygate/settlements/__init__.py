@@ -1,0 +1,1 @@
+"""Daily merchant settlements and their payout files."""
