@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # How long a process trusts a key it looked up: a revocation elsewhere is seen within this.
     key_cache_ttl_s: float = 1.0
     api_key_roll_grace_s: int = 24 * 3600
+    # Failed authentications per minute from one client address before it gets 429s for a
+    # while (key guessing); None turns the throttle off.
+    auth_failures_per_min: int | None = 30
     token_ttl_s: int = 15 * 60
     request_timeout_s: float = 30.0
     max_header_count: int = 100

@@ -206,3 +206,38 @@ async def test_an_unreachable_limiter_lets_requests_through(
         assert r.status_code == 202 and "ratelimit" not in r.headers
         got = await api.client.get(f"/v1/payments/{r.json()['id']}", headers=auth)
         assert got.status_code == 200 and got.json() == r.json()
+
+
+async def test_key_guessing_from_one_address_is_throttled(serve_sqlite: Serve) -> None:
+    async with serve_sqlite(auth_failures_per_min=5) as api:
+        clock = controlled(api)
+        _, auth = await api.merchant()
+        wrong = {"Authorization": "Bearer sk_test_" + "x" * 32}
+        for _ in range(5):
+            assert (await api.client.get("/v1/payments", headers=wrong)).status_code == 401
+        refused = await api.client.get("/v1/payments", headers=wrong)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        assert int(refused.headers["retry-after"]) >= 1
+        # While blocked, even a right key from that address is not looked at.
+        assert (await api.client.get("/v1/payments", headers=auth)).status_code == 429
+        # Another address is not affected.
+        other = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=api.app, client=("203.0.113.9", 4000)),
+            base_url="http://paygate.test",
+        )
+        async with other:
+            assert (await other.get("/v1/payments", headers=auth)).status_code == 200
+        # The allowance comes back with time: one failure per 12 s at 5 per minute.
+        clock.now += 13
+        assert (await api.client.get("/v1/payments", headers=auth)).status_code == 200
+        assert (await api.client.get("/v1/payments", headers=wrong)).status_code == 401
+        assert (await api.client.get("/v1/payments", headers=wrong)).status_code == 429
+
+
+async def test_failed_authentications_can_be_left_unthrottled(serve_sqlite: Serve) -> None:
+    async with serve_sqlite(auth_failures_per_min=None) as api:
+        controlled(api)
+        wrong = {"Authorization": "Bearer sk_test_" + "y" * 32}
+        for _ in range(40):
+            assert (await api.client.get("/v1/payments", headers=wrong)).status_code == 401

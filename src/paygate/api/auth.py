@@ -40,7 +40,13 @@ def _bearer(request: Request) -> str:
 async def authenticate(request: Request) -> Principal:
     rt = runtime(request)
     edge = edge_of(request)
-    principal = await keys.resolve(rt, edge.keys, _bearer(request))
+    client = request.client.host if request.client else "unknown"
+    edge.auth_failures.check_blocked(client, edge.clock())
+    try:
+        principal = await keys.resolve(rt, edge.keys, _bearer(request))
+    except AuthenticationFailed:
+        await edge.auth_failures.failed(edge.limiter, client, edge.clock())
+        raise
     xch = exchange(request)
     version = xch.requested_version or principal.api_version or rt.settings.default_api_version
     principal = replace(principal, api_version=version)

@@ -130,3 +130,50 @@ def headers(states: tuple[PolicyState, ...]) -> list[tuple[bytes, bytes]]:
     policy = ", ".join(_item(s.name, q=s.quota, w=s.window_s) for s in states)
     current = ", ".join(_item(s.name, r=s.remaining, t=s.reset_s) for s in states)
     return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", current.encode())]
+
+
+class FailedAuthThrottle:
+    """Key guessing: failed authentications per client address, on the shared limiter (GCRA,
+    `per_min` with a burst of as many). Once a client has used them up it gets `429` without its
+    key being looked at until its retry time; each process remembers that locally, so a blocked
+    client costs no store round trip, and another process learns it at the client's next
+    failure there (the count is shared)."""
+
+    def __init__(self, per_min: int | None, max_items: int = 10_000) -> None:
+        self.rate = None if per_min is None else per_min / 60
+        self.burst = per_min or 1
+        self.max_items = max_items
+        self._blocked: dict[str, float] = {}
+
+    def check_blocked(self, client: str, now: float) -> None:
+        until = self._blocked.get(client)
+        if until is None:
+            return
+        if now >= until:
+            del self._blocked[client]
+            return
+        self._refuse(until - now)
+
+    async def failed(self, limiter: Limiter, client: str, now: float) -> None:
+        """Count one failure; refuse with `429` when this client has used up its allowance."""
+        if self.rate is None:
+            return
+        rate = Rate("auth_failures", f"rl:authfail:{client}", self.rate, self.burst)
+        try:
+            decision = await limiter.check([rate], None)
+        except (RedisError, OSError):
+            return
+        if decision.allowed:
+            return
+        if len(self._blocked) >= self.max_items:
+            self._blocked.pop(next(iter(self._blocked)))
+        self._blocked[client] = now + decision.retry_after_s
+        self._refuse(decision.retry_after_s)
+
+    def _refuse(self, retry_after_s: float) -> None:
+        STATS.limited += 1
+        retry = max(1, math.ceil(retry_after_s))
+        raise RateLimited(
+            "Too many failed authentications from this address; retry after a while.",
+            headers={"Retry-After": str(retry)},
+        )

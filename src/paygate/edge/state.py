@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from paygate.edge import versions
 from paygate.edge.gcra import Clock, Limiter, PolicyState
 from paygate.edge.keys import KeyCache
-from paygate.edge.ratelimit import limiter_for
+from paygate.edge.ratelimit import FailedAuthThrottle, limiter_for
 from paygate.edge.tiers import Tiers
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class Edge:
     tiers: Tiers
     limiter: Limiter
     keys: KeyCache
+    auth_failures: FailedAuthThrottle
     clock: Clock = time.time
 
     @classmethod
@@ -48,6 +49,7 @@ class Edge:
             tiers=Tiers.from_settings(rt.settings),
             limiter=limiter_for(rt.cache),
             keys=KeyCache(rt.settings.key_cache_ttl_s),
+            auth_failures=FailedAuthThrottle(rt.settings.auth_failures_per_min),
         )
 
 
