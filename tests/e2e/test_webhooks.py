@@ -143,3 +143,43 @@ async def test_a_slow_endpoint_does_not_delay_another_merchants_deliveries(
     # The slow endpoint was still busy then, with at most 4 of its deliveries at a time.
     assert len(receiver.at("/slow")) < 9
     assert receiver.behaviours["/slow"].peak == 4
+
+
+async def test_each_endpoint_receives_events_at_its_own_api_version(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    receiver: Receiver,
+    notifier: NotificationService,
+) -> None:
+    old = await add_endpoint(client, auth, receiver.url("/old"))
+    r = await client.post(
+        "/v1/webhook_endpoints",
+        json={"url": receiver.url("/new"), "enabled_events": ["payment.failed"]},
+        headers={**auth, "Paygate-Version": "2026-11-01"},
+    )
+    assert r.status_code == 201, r.text
+    new = r.json()
+    assert (old["api_version"], new["api_version"]) == ("2026-01-01", "2026-11-01")
+    bad = await client.post(
+        "/v1/webhook_endpoints",
+        json={"url": receiver.url("/x"), "enabled_events": ["*"], "api_version": "2020-01-01"},
+        headers=auth,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "api_version"
+
+    p = await pay(client, auth, card={"number": "4000000000000002"})
+    assert p["status"] == "failed"
+    await eventually(lambda: bool(received(receiver, "/new", p["id"])))
+    await eventually(
+        lambda: any(e["type"] == "payment.failed" for e in received(receiver, "/old", p["id"]))
+    )
+    at_new = received(receiver, "/new", p["id"])[0]["data"]["object"]
+    at_old = next(e for e in received(receiver, "/old", p["id"]) if e["type"] == "payment.failed")[
+        "data"
+    ]["object"]
+    assert at_old["failure_code"] == "card_declined" and "last_error" not in at_old
+    assert at_new["last_error"]["code"] == "card_declined" and "failure_code" not in at_new
+    # Each body is signed as sent.
+    for path, endpoint in (("/old", old), ("/new", new)):
+        for req in receiver.at(path):
+            assert verify(req.headers["Paygate-Signature"], req.body, endpoint["secret"])

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any
 
+import orjson
+
 HEADER = "Paygate-Version"
 VERSIONS = ("2026-01-01", "2026-11-01")
 BASE = VERSIONS[0]
@@ -97,3 +99,11 @@ def deprecation_headers(version: str) -> list[tuple[bytes, bytes]]:
         (b"deprecation", f"@{int(deprecated.timestamp())}".encode()),
         (b"sunset", format_datetime(sunset, usegmt=True).encode()),
     ]
+
+
+def render_json_for_version(body: str, version: str) -> bytes:
+    """A stored event's JSON text as version `version` shows it: the stored bytes themselves
+    when the version changes nothing in it."""
+    if not any(c.version <= version for c in CHANGES):
+        return body.encode()
+    return orjson.dumps(render_for_version(orjson.loads(body), version))

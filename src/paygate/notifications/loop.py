@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from paygate.edge import versions
 from paygate.ids import new_id, now_s
 from paygate.notifications import mail
 from paygate.notifications import messages as store
@@ -141,7 +142,7 @@ class DeliveryLoop:
                 attempts=r["attempts"],
                 give_up_at=r["give_up_at"],
                 url=r["url"],
-                body=r["body"].encode(),
+                body=versions.render_json_for_version(r["body"], r["api_version"]),
                 secrets=signing_secrets(r["endpoint_id"], r, self.rt.keyring, now),
             )
             for r in chosen

@@ -183,6 +183,7 @@ async def due_deliveries(
             D.next_attempt_at,
             D.give_up_at,
             E.url,
+            E.api_version,
             E.secret_key_id,
             E.secret_sealed,
             E.previous_key_id,

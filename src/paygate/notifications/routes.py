@@ -74,7 +74,10 @@ async def create_endpoint(body: EndpointCreate, request: Request, m: Merchant) -
     rt = auth.runtime(request)
 
     async def work(conn: AsyncConnection) -> tuple[int, Any]:
-        return 201, await service.create_endpoint(conn, rt.keyring, m.merchant_id, m.livemode, body)
+        version = m.api_version or rt.settings.default_api_version
+        return 201, await service.create_endpoint(
+            conn, rt.keyring, m.merchant_id, m.livemode, body, version
+        )
 
     return await idempotency.execute(request, m, work)
 

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt, St
 from pydantic_core import PydanticCustomError
 
 from paygate.api.schemas import ListOut, Strict
+from paygate.edge import versions
 from paygate.notifications.models import ALL_EVENTS, ROTATION_WINDOW_S
 from paygate.platform.outbox import PUBLIC_TYPES
 
@@ -29,10 +30,26 @@ EnabledEvents = Annotated[
 Description = Annotated[StrictStr, Field(max_length=1000)]
 
 
+def _version(value: str) -> str:
+    if not versions.is_version(value):
+        raise PydanticCustomError(
+            "invalid_api_version", f"must be one of {', '.join(versions.VERSIONS)}"
+        )
+    return value
+
+
+ApiVersion = Annotated[StrictStr, AfterValidator(_version)]
+
+
 class EndpointCreate(Strict):
     url: Url = Field(examples=["https://example.com/paygate/webhooks"])
     enabled_events: EnabledEvents = Field(examples=[["*"]])
     description: Description | None = None
+    api_version: ApiVersion | None = Field(
+        None,
+        description="The API version the endpoint's events are rendered at: by default the "
+        "version of the request that creates it (its `Paygate-Version`, else the merchant's).",
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -80,6 +97,7 @@ class EndpointOut(BaseModel):
     description: str | None
     enabled_events: list[str]
     enabled: bool
+    api_version: str
     previous_secret_expires_at: int | None = Field(
         description="While a rotated-out secret still signs: when it stops."
     )

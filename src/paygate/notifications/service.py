@@ -31,6 +31,7 @@ def render_endpoint(row: Mapping[Any, Any], *, secret: str | None = None) -> dic
         "description": row["description"],
         "enabled_events": row["enabled_events"],
         "enabled": row["enabled"],
+        "api_version": row["api_version"],
         "previous_secret_expires_at": expires if expires and expires > now_s() else None,
         "created": row["created"],
         "updated": row["updated"],
@@ -57,9 +58,15 @@ def render_attempt(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 async def create_endpoint(
-    conn: AsyncConnection, keyring: Keyring, merchant_id: str, livemode: bool, body: EndpointCreate
+    conn: AsyncConnection,
+    keyring: Keyring,
+    merchant_id: str,
+    livemode: bool,
+    body: EndpointCreate,
+    api_version: str,
 ) -> dict[str, Any]:
-    """A new endpoint and its signing secret, which this answer alone shows."""
+    """A new endpoint and its signing secret, which this answer alone shows. Its events are
+    rendered at `body.api_version`, else at `api_version` (the request's)."""
     if await repo.count_endpoints(conn, merchant_id, livemode) >= MAX_ENDPOINTS:
         raise InvalidRequest(
             f"A merchant can have at most {MAX_ENDPOINTS} webhook endpoints per mode.",
@@ -77,6 +84,7 @@ async def create_endpoint(
         "description": body.description,
         "enabled_events": body.enabled_events,
         "enabled": True,
+        "api_version": body.api_version or api_version,
         "secret_key_id": key_id,
         "secret_sealed": sealed,
         "previous_key_id": None,

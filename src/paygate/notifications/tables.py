@@ -24,6 +24,8 @@ webhook_endpoints = sa.Table(
     sa.Column("description", sa.String(1000)),
     sa.Column("enabled_events", Json, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
+    # Deliveries are rendered at this API version (fixed at creation, like the merchant's).
+    sa.Column("api_version", sa.String(10), nullable=False, server_default="2026-01-01"),
     sa.Column("secret_key_id", sa.String(40), nullable=False),
     sa.Column("secret_sealed", sa.LargeBinary, nullable=False),
     sa.Column("previous_key_id", sa.String(40)),
