@@ -21,7 +21,7 @@ from paygate.ids import new_id, now_s
 from paygate.notifications.worker import NotificationService
 from paygate.platform.bus import Bus, LocalBus
 from paygate.platform.db.tables import dead_letters
-from paygate.platform.lease import lease
+from paygate.platform.lease import run_leased
 from paygate.platform.logging import log
 from paygate.platform.relay import Relay
 from paygate.processor.recovery import Recovery
@@ -85,9 +85,10 @@ class Pipeline:
 
     async def _schedule(self) -> None:
         # Recovery, sweeps and daily jobs run in one process at a time, whichever holds the
-        # lease.
-        async with lease(self.rt.db, "scheduler"):
-            await asyncio.gather(self.recovery.run(), self._daily())
+        # lease; a holder that loses it (a database restart) stops them until it is back.
+        await run_leased(
+            self.rt.db, "scheduler", lambda: asyncio.gather(self.recovery.run(), self._daily())
+        )
 
     async def _daily(self) -> None:
         """Yesterday's summaries to merchants (sending twice is harmless: deduplicated per

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
 
 from paygate.platform.db import Database
-from paygate.platform.lease import lease
+from paygate.platform.lease import lease, run_leased
 
 pytestmark = pytest.mark.postgres
 
@@ -103,3 +103,95 @@ async def test_the_holder_leaves_cleanly_after_its_connection_was_lost(lease_db:
             pass
     finally:
         await db.dispose()
+
+
+async def test_a_holder_that_loses_its_lease_stops_its_job_until_it_has_it_again(
+    lease_db: str,
+) -> None:
+    """A cut connection frees the lock while the holder's job still runs: the standby takes
+    over, and the old holder stops its job within a check interval, so the two do not go on
+    together; the old holder then waits as the new standby."""
+    first_db, second_db = Database(lease_db), Database(lease_db)
+    name = f"job-{uuid.uuid4().hex[:8]}"
+    running = {"first": False, "second": False}
+    overlap_s = 0.0
+
+    def job(who: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            running[who] = True
+            try:
+                await asyncio.Event().wait()  # runs until stopped
+            finally:
+                running[who] = False
+
+        return run
+
+    async def watch_overlap() -> None:
+        nonlocal overlap_s
+        while True:
+            await asyncio.sleep(0.01)
+            if running["first"] and running["second"]:
+                overlap_s += 0.01
+
+    tasks = [asyncio.create_task(watch_overlap())]
+    try:
+        tasks.append(
+            asyncio.create_task(run_leased(first_db, name, job("first"), retry_s=0.05, check_s=0.1))
+        )
+        await _until(lambda: running["first"])
+        tasks.append(
+            asyncio.create_task(
+                run_leased(second_db, name, job("second"), retry_s=0.05, check_s=0.1)
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not running["second"], "two holders at once"
+
+        await _terminate(lease_db, await _holder_pid(lease_db))
+        await _until(lambda: running["second"] and not running["first"])
+        await asyncio.sleep(0.5)
+        assert running["second"] and not running["first"]
+        assert overlap_s <= 0.5, f"both jobs ran for {overlap_s:.2f} s"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await first_db.dispose()
+        await second_db.dispose()
+
+
+async def test_a_leased_job_that_returns_or_raises_ends_the_hold(lease_db: str) -> None:
+    db = Database(lease_db)
+    name = f"job-{uuid.uuid4().hex[:8]}"
+    calls = 0
+
+    async def once() -> None:
+        nonlocal calls
+        calls += 1
+
+    async def broken() -> None:
+        raise RuntimeError("bug")
+
+    try:
+        await asyncio.wait_for(run_leased(db, name, once, retry_s=0.05), 10)
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(run_leased(db, name, broken, retry_s=0.05), 10)
+        # The lock was released both times.
+        await asyncio.wait_for(run_leased(db, name, once, retry_s=0.05), 10)
+        assert calls == 2
+    finally:
+        await db.dispose()
+
+
+async def _terminate(url: str, pid: int) -> None:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
