@@ -50,7 +50,7 @@ async def lease(db: Database, name: str, *, retry_s: float = 2.0) -> AsyncIterat
 async def run_leased(
     db: Database,
     name: str,
-    job: Callable[[], Awaitable[None]],
+    job: Callable[[], Awaitable[object]],
     *,
     retry_s: float = 2.0,
     check_s: float = 2.0,
@@ -81,7 +81,7 @@ async def run_leased(
         log.warning("lease.lost", lease=name)
 
 
-async def _watch(conn: AsyncConnection, task: asyncio.Future[None], check_s: float) -> bool:
+async def _watch(conn: AsyncConnection, task: asyncio.Future[object], check_s: float) -> bool:
     """Wait for `task`, checking every `check_s` that the connection holding the lock is
     alive. True when it is not: the lock went with it."""
     while True:
