@@ -41,6 +41,8 @@ async def test_restricted_keys_do_what_their_permissions_grant(api: Api) -> None
         "webhook_endpoints": "none",
         "events": "none",
         "balance": "none",
+        "settlements": "none",
+        "fraud": "none",
     }
     rk = bearer(key["secret"])
     c = api.client
@@ -56,6 +58,7 @@ async def test_restricted_keys_do_what_their_permissions_grant(api: Api) -> None
         await c.post(f"/v1/payments/{payment['id']}/cancel", headers=rk),
         await c.get("/v1/refunds", headers=rk),
         await c.get("/v1/events", headers=rk),
+        await c.get("/v1/balance_transactions", headers=rk),
         await c.get("/v1/api_keys", headers=rk),
         await c.post("/v1/api_keys", json={"type": "secret"}, headers=rk),
         await c.get("/v1/audit_log", headers=rk),

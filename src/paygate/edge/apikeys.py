@@ -47,6 +47,8 @@ class Permissions(Strict):
     webhook_endpoints: Level = "none"
     events: Level = "none"
     balance: Level = "none"
+    settlements: Level = "none"
+    fraud: Level = "none"
 
 
 class ApiKeyCreate(Strict):

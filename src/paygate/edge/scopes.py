@@ -9,15 +9,31 @@ from __future__ import annotations
 from paygate.edge.principal import Principal
 from paygate.errors import PermissionDenied
 
-RESOURCES = ("payments", "refunds", "customers", "webhook_endpoints", "events", "balance")
+RESOURCES = (
+    "payments",
+    "refunds",
+    "customers",
+    "webhook_endpoints",
+    "events",
+    "balance",
+    "settlements",
+    "fraud",
+)
+# Paths whose first segment is not the resource's name.
+ALIASES = {
+    "balance_transactions": "balance",
+    "fraud_reports": "fraud",
+    "reviews": "fraud",
+}
 LEVELS = ("none", "read", "write")
 READS = frozenset({"GET", "HEAD"})
 
 
 def resource_of(path: str) -> str:
-    """`/v1/payments/pay_…/capture` → `payments`."""
+    """`/v1/payments/pay_…/capture` → `payments`; `/v1/fraud_reports` → `fraud`."""
     parts = path.split("/")
-    return parts[2] if len(parts) > 2 and parts[1] == "v1" else ""
+    segment = parts[2] if len(parts) > 2 and parts[1] == "v1" else ""
+    return ALIASES.get(segment, segment)
 
 
 def require(principal: Principal, method: str, path: str) -> None:
