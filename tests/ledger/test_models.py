@@ -48,11 +48,11 @@ def test_partial_fee_returns_add_up_to_the_whole(fee: int, captured: int, cuts: 
 def test_every_entry_balances(mid: str, amount: int, fee: int, kind: str) -> None:
     fee = min(fee, amount)
     postings = {
-        "capture": models.capture(mid, "usd", amount, fee),
-        "release": models.release(mid, "usd", amount),
-        "reserve": models.reserve_refund(mid, "usd", amount),
-        "refund": models.refund_succeeded(mid, "usd", amount, fee),
-        "failed": models.refund_failed(mid, "usd", amount),
-        "payout": models.payout(mid, "usd", amount),
+        "capture": models.capture(mid, "usd", amount, fee, livemode=False),
+        "release": models.release(mid, "usd", amount, livemode=False),
+        "reserve": models.reserve_refund(mid, "usd", amount, livemode=False),
+        "refund": models.refund_succeeded(mid, "usd", amount, fee, livemode=False),
+        "failed": models.refund_failed(mid, "usd", amount, livemode=False),
+        "payout": models.payout(mid, "usd", amount, livemode=False),
     }[kind]
     assert models.balanced(postings)

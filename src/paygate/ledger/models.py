@@ -45,18 +45,28 @@ def fee_returned(fee: int, captured: int, refunded_before: int, refund: int) -> 
     return upto(refunded_before + refund) - upto(refunded_before)
 
 
-# Account names: <owner>:<currency>:<kind>. The owner is a merchant id or "platform".
+# Account names: <owner>:<mode>:<currency>:<kind>. The owner is a merchant id or "platform"; the
+# mode (`live` or `test`) keeps test money out of live balances, payouts and fee revenue.
 MERCHANT_KINDS = ("pending", "available", "reserved", "paid_out")
 
 
-def merchant_account(merchant_id: str, currency: str, kind: str) -> str:
+def mode(livemode: bool) -> str:
+    return "live" if livemode else "test"
+
+
+def merchant_account(merchant_id: str, currency: str, kind: str, *, livemode: bool) -> str:
     assert kind in MERCHANT_KINDS
-    return f"{merchant_id}:{currency}:{kind}"
+    return f"{merchant_id}:{mode(livemode)}:{currency}:{kind}"
 
 
-def platform_account(currency: str, kind: str) -> str:
+def platform_account(currency: str, kind: str, *, livemode: bool) -> str:
     assert kind in ("fees", "bank_clearing")
-    return f"platform:{currency}:{kind}"
+    return f"platform:{mode(livemode)}:{currency}:{kind}"
+
+
+def account_mode(account: str) -> str:
+    """`live` or `test`: the mode segment of an account name."""
+    return account.split(":")[1]
 
 
 Postings = list[tuple[str, int]]  # (account, signed amount)
@@ -66,53 +76,55 @@ def balanced(postings: Postings) -> bool:
     return sum(amount for _, amount in postings) == 0
 
 
-def capture(merchant_id: str, currency: str, amount: int, fee: int) -> Postings:
+def capture(merchant_id: str, currency: str, amount: int, fee: int, *, livemode: bool) -> Postings:
     """A capture (or sale): the bank owes us the amount; we owe the merchant the amount less
     the fee, pending until the payout delay passes; the fee is revenue."""
     return [
-        (platform_account(currency, "bank_clearing"), amount),
-        (merchant_account(merchant_id, currency, "pending"), -(amount - fee)),
-        (platform_account(currency, "fees"), -fee),
+        (platform_account(currency, "bank_clearing", livemode=livemode), amount),
+        (merchant_account(merchant_id, currency, "pending", livemode=livemode), -(amount - fee)),
+        (platform_account(currency, "fees", livemode=livemode), -fee),
     ]
 
 
-def release(merchant_id: str, currency: str, amount: int) -> Postings:
+def release(merchant_id: str, currency: str, amount: int, *, livemode: bool) -> Postings:
     """Funds past their payout delay move from pending to available."""
     return [
-        (merchant_account(merchant_id, currency, "pending"), amount),
-        (merchant_account(merchant_id, currency, "available"), -amount),
+        (merchant_account(merchant_id, currency, "pending", livemode=livemode), amount),
+        (merchant_account(merchant_id, currency, "available", livemode=livemode), -amount),
     ]
 
 
-def reserve_refund(merchant_id: str, currency: str, amount: int) -> Postings:
+def reserve_refund(merchant_id: str, currency: str, amount: int, *, livemode: bool) -> Postings:
     """A pending refund holds its amount out of the merchant's available balance."""
     return [
-        (merchant_account(merchant_id, currency, "available"), amount),
-        (merchant_account(merchant_id, currency, "reserved"), -amount),
+        (merchant_account(merchant_id, currency, "available", livemode=livemode), amount),
+        (merchant_account(merchant_id, currency, "reserved", livemode=livemode), -amount),
     ]
 
 
-def refund_succeeded(merchant_id: str, currency: str, amount: int, fee_back: int) -> Postings:
+def refund_succeeded(
+    merchant_id: str, currency: str, amount: int, fee_back: int, *, livemode: bool
+) -> Postings:
     """The bank returned the money to the card; the merchant gets back the fee part."""
     return [
-        (merchant_account(merchant_id, currency, "reserved"), amount),
-        (platform_account(currency, "bank_clearing"), -amount),
-        (platform_account(currency, "fees"), fee_back),
-        (merchant_account(merchant_id, currency, "available"), -fee_back),
+        (merchant_account(merchant_id, currency, "reserved", livemode=livemode), amount),
+        (platform_account(currency, "bank_clearing", livemode=livemode), -amount),
+        (platform_account(currency, "fees", livemode=livemode), fee_back),
+        (merchant_account(merchant_id, currency, "available", livemode=livemode), -fee_back),
     ]
 
 
-def refund_failed(merchant_id: str, currency: str, amount: int) -> Postings:
+def refund_failed(merchant_id: str, currency: str, amount: int, *, livemode: bool) -> Postings:
     """The bank refused the refund: the reservation goes back to available."""
     return [
-        (merchant_account(merchant_id, currency, "reserved"), amount),
-        (merchant_account(merchant_id, currency, "available"), -amount),
+        (merchant_account(merchant_id, currency, "reserved", livemode=livemode), amount),
+        (merchant_account(merchant_id, currency, "available", livemode=livemode), -amount),
     ]
 
 
-def payout(merchant_id: str, currency: str, amount: int) -> Postings:
+def payout(merchant_id: str, currency: str, amount: int, *, livemode: bool) -> Postings:
     """A settlement pays `amount` of the available balance out to the merchant's bank."""
     return [
-        (merchant_account(merchant_id, currency, "available"), amount),
-        (merchant_account(merchant_id, currency, "paid_out"), -amount),
+        (merchant_account(merchant_id, currency, "available", livemode=livemode), amount),
+        (merchant_account(merchant_id, currency, "paid_out", livemode=livemode), -amount),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,21 +41,20 @@ async def post(
             created=now,
         )
     )
-    await conn.execute(
-        ledger_postings.insert(),
-        [
-            {
-                "entry_id": entry_id,
-                "account": account,
-                "currency": currency,
-                "amount": amount,
-                "merchant_id": None if account.startswith("platform:") else merchant_id,
-                "created": now,
-            }
-            for account, amount in postings
-            if amount != 0
-        ],
-    )
+    rows = [
+        {
+            "entry_id": entry_id,
+            "account": account,
+            "currency": currency,
+            "amount": amount,
+            "merchant_id": None if account.startswith("platform:") else merchant_id,
+            "created": now,
+        }
+        for account, amount in postings
+        if amount != 0
+    ]
+    if rows:  # an entry of zero amounts (a release of a charge its fee took whole) posts nothing
+        await conn.execute(ledger_postings.insert(), rows)
     return entry_id
 
 
@@ -113,3 +113,24 @@ async def charge_fee(conn: AsyncConnection, payment_id: str) -> int:
     b = balance_transactions.c
     fee = await conn.scalar(sa.select(b.fee).where(b.type == "charge", b.source == payment_id))
     return int(fee or 0)
+
+
+async def lock_balance(conn: AsyncConnection, merchant_id: str, currency: str) -> None:
+    """Hold, until the transaction ends, the right to take money out of a merchant's available
+    balance in `currency`: a payout and a refund's reservation queue here, so a payout always
+    sees every reservation committed before it (PostgreSQL advisory lock; SQLite has one writer
+    at a time already)."""
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(f"balance:{merchant_id}:{currency}".encode(), digest_size=8).digest()
+    await conn.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True)))
+    )
+
+
+async def account_balance(conn: AsyncConnection, account: str) -> int:
+    p = ledger_postings.c
+    total = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(p.amount), 0)).where(p.account == account)
+    )
+    return int(total or 0)

@@ -97,7 +97,7 @@ def render(b: Mapping[Any, Any]) -> dict[str, Any]:
 )
 async def get_balance(request: Request, m: Merchant) -> Response:
     async with auth.runtime(request).db.read() as conn:
-        return json_response(await service.balance(conn, m.merchant_id))
+        return json_response(await service.balance(conn, m.merchant_id, m.livemode))
 
 
 @router.get(

@@ -32,7 +32,7 @@ async def record_capture(
         merchant_id=mid,
         currency=cur,
         payment_id=payment["id"],
-        postings=models.capture(mid, cur, amount, fee),
+        postings=models.capture(mid, cur, amount, fee, livemode=payment["livemode"]),
     )
     await repository.add_balance_transaction(
         conn,
@@ -53,7 +53,10 @@ async def record_capture(
 
 
 async def record_refund_reserved(conn: AsyncConnection, refund: Mapping[Any, Any]) -> None:
+    """A pending refund holds its amount out of the available balance: under the balance lock,
+    so that a payout running beside it sees it or runs wholly before it."""
     mid, cur = refund["merchant_id"], refund["currency"]
+    await repository.lock_balance(conn, mid, cur)
     await repository.post(
         conn,
         kind="refund_reserve",
@@ -61,7 +64,7 @@ async def record_refund_reserved(conn: AsyncConnection, refund: Mapping[Any, Any
         currency=cur,
         payment_id=refund["payment_id"],
         refund_id=refund["id"],
-        postings=models.reserve_refund(mid, cur, refund["amount"]),
+        postings=models.reserve_refund(mid, cur, refund["amount"], livemode=refund["livemode"]),
     )
 
 
@@ -82,7 +85,7 @@ async def record_refund_result(
             currency=cur,
             payment_id=payment["id"],
             refund_id=refund["id"],
-            postings=models.refund_failed(mid, cur, amount),
+            postings=models.refund_failed(mid, cur, amount, livemode=refund["livemode"]),
         )
         return
     fee_back = 0
@@ -98,7 +101,7 @@ async def record_refund_result(
         currency=cur,
         payment_id=payment["id"],
         refund_id=refund["id"],
-        postings=models.refund_succeeded(mid, cur, amount, fee_back),
+        postings=models.refund_succeeded(mid, cur, amount, fee_back, livemode=refund["livemode"]),
     )
     await repository.add_balance_transaction(
         conn,
@@ -117,10 +120,57 @@ async def record_refund_result(
     )
 
 
+async def available(
+    conn: AsyncConnection, merchant_id: str, currency: str, *, livemode: bool
+) -> int:
+    """What the gateway owes the merchant in this mode and may pay out now (negative when
+    refunds took more than was available: carried forward, never paid)."""
+    account = models.merchant_account(merchant_id, currency, "available", livemode=livemode)
+    return -await repository.account_balance(conn, account)
+
+
+async def record_payout(
+    conn: AsyncConnection,
+    *,
+    merchant_id: str,
+    livemode: bool,
+    currency: str,
+    settlement_id: str,
+    amount: int,
+) -> None:
+    """A settlement pays `amount` out of the available balance: the entry and the merchant's
+    `payout` balance transaction (already covered by its settlement). The caller holds the
+    balance lock and has checked `amount` against `available`."""
+    await repository.post(
+        conn,
+        kind="payout",
+        merchant_id=merchant_id,
+        currency=currency,
+        settlement_id=settlement_id,
+        postings=models.payout(merchant_id, currency, amount, livemode=livemode),
+    )
+    await repository.add_balance_transaction(
+        conn,
+        {
+            "merchant_id": merchant_id,
+            "livemode": livemode,
+            "currency": currency,
+            "type": "payout",
+            "source": settlement_id,
+            "amount": -amount,
+            "fee": 0,
+            "net": -amount,
+            "status": "available",
+            "available_on": now_s(),
+            "settlement_id": settlement_id,
+        },
+    )
+
+
 async def release_due(conn: AsyncConnection, now: int | None = None) -> int:
-    """Move every charge past its payout delay from pending to available."""
+    """Move every charge past its payout delay (as of `now`) from pending to available."""
     released = 0
-    for txn in await repository.due_for_release(conn, now or now_s()):
+    for txn in await repository.due_for_release(conn, now_s() if now is None else now):
         if await repository.mark_available(conn, txn["id"]):
             await repository.post(
                 conn,
@@ -128,7 +178,9 @@ async def release_due(conn: AsyncConnection, now: int | None = None) -> int:
                 merchant_id=txn["merchant_id"],
                 currency=txn["currency"],
                 payment_id=txn["source"],
-                postings=models.release(txn["merchant_id"], txn["currency"], txn["net"]),
+                postings=models.release(
+                    txn["merchant_id"], txn["currency"], txn["net"], livemode=txn["livemode"]
+                ),
             )
             released += 1
     return released
@@ -149,10 +201,13 @@ async def trial_balance(conn: AsyncConnection) -> dict[str, Any]:
     }
 
 
-async def balance(conn: AsyncConnection, merchant_id: str) -> dict[str, Any]:
-    """DESIGN.md section 4 balance object: what the gateway owes the merchant, by state."""
+async def balance(conn: AsyncConnection, merchant_id: str, livemode: bool) -> dict[str, Any]:
+    """DESIGN.md section 4 balance object: what the gateway owes the merchant in the key's
+    mode, by state."""
     kinds: dict[str, dict[str, int]] = {"available": {}, "pending": {}, "reserved": {}}
     for row in await repository.account_balances(conn, merchant_id):
+        if models.account_mode(row.account) != models.mode(livemode):
+            continue
         kind = row.account.rsplit(":", 1)[1]
         if kind in kinds:
             # Merchant accounts carry credit (negative) balances: shown as owed amounts.

@@ -20,6 +20,7 @@ ledger_entries = sa.Table(
     sa.Column("settlement_id", Id),
     sa.Column("created", Time, nullable=False),
     sa.Index("ix_ledger_entries_payment", "payment_id"),
+    sa.Index("ix_ledger_entries_created", "created"),
 )
 
 ledger_postings = sa.Table(
@@ -61,5 +62,6 @@ balance_transactions = sa.Table(
     sa.Column("created", Time, nullable=False),
     sa.Index("ix_balance_transactions_merchant", "merchant_id", "livemode", "id"),
     sa.Index("ix_balance_transactions_due", "status", "available_on"),
+    sa.Index("ix_balance_transactions_settlement", "settlement_id"),
     sa.UniqueConstraint("type", "source", name="uq_balance_transactions_type_source"),
 )

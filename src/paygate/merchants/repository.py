@@ -24,6 +24,10 @@ async def get_merchant(conn: AsyncConnection, merchant_id: str) -> sa.RowMapping
     return (await conn.execute(query)).mappings().one_or_none()
 
 
+async def update_merchant(conn: AsyncConnection, merchant_id: str, values: dict[str, Any]) -> None:
+    await conn.execute(merchants.update().where(merchants.c.id == merchant_id).values(**values))
+
+
 async def list_merchants(conn: AsyncConnection, page: Page) -> list[sa.RowMapping]:
     return await fetch_page(conn, sa.select(merchants), merchants.c.id, page)
 
