@@ -57,6 +57,17 @@ def train(
             exists=True,
         ),
     ] = None,
+    from_db: Annotated[
+        bool,
+        typer.Option(
+            "--from-db",
+            help="Labels from the gateway's own payments and fraud reports "
+            "(PAYGATE_DATABASE_URL; live mode only unless --include-test).",
+        ),
+    ] = False,
+    include_test: Annotated[
+        bool, typer.Option("--include-test", help="With --from-db: test-mode payments too.")
+    ] = False,
     out: Annotated[Path, typer.Option(help="Directory for the artifact.")] = ARTIFACTS_DIR,
     seed: Seed = 0,
     customers: Customers = 5_000,
@@ -66,13 +77,25 @@ def train(
     max_iter: MaxIter = None,
 ) -> None:
     """Train the model and save it as a versioned artifact with a JSON sidecar."""
-    if history is not None:
+    if history is not None and from_db:
+        raise typer.BadParameter("give --history or --from-db, not both")
+    if history is not None or from_db:
         from paygate.fraud.history import read_history, train_on_history
 
+        if from_db:
+            import asyncio
+
+            from paygate.config import get_settings
+            from paygate.fraud.labels import read_labelled_history
+
+            url = get_settings().resolved_database_url
+            labelled = asyncio.run(read_labelled_history(url, include_test=include_test))
+            err.print(f"{len(labelled)} payments, {int(labelled['is_fraud'].sum())} reported")
+        else:
+            assert history is not None
+            labelled = read_history(history)
         try:
-            model = train_on_history(
-                read_history(history), ensemble=ensemble, params=_params(max_iter)
-            )
+            model = train_on_history(labelled, ensemble=ensemble, params=_params(max_iter))
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
     else:

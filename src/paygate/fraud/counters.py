@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Protocol
 
+import redis.asyncio as aioredis
+
 # Bucket sizes in hours, largest first, each a multiple of the next: a UTC day, six hours, an
 # hour. The middle level keeps a window's ragged ends to at most 3 + 5 buckets each.
 LEVELS: tuple[tuple[int, str], ...] = ((24, "d"), (6, "q"), (1, "h"))
@@ -27,6 +29,8 @@ LEVELS: tuple[tuple[int, str], ...] = ((24, "d"), (6, "q"), (1, "h"))
 
 class CounterStore(Protocol):
     """What the fraud features need from a cache. Missing or expired keys read as 0."""
+
+    backend: str
 
     async def get_many(self, keys: Sequence[str]) -> list[int]: ...
 
@@ -89,6 +93,73 @@ class MemoryCounterStore:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    async def close(self) -> None:
+        return None
+
+
+# MGET answered as one string: a feature read touches ~200 keys, and parsing one reply is far
+# cheaper than parsing 200 (about 0.6 ms against 1.4 ms with the pure-Python parser).
+_MGET_JOINED = """
+local values = redis.call('MGET', unpack(KEYS))
+for i = 1, #KEYS do
+  if not values[i] then values[i] = '0' end
+end
+return table.concat(values, ',')
+"""
+
+# Every key of one call incremented, and its expiry renewed, in one atomic step.
+_INCR_MANY = """
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[i + 1])
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+
+
+class RedisCounterStore:
+    """The scale-out `CounterStore` on Redis (redis-py asyncio), shared by every fraud worker:
+    MGET (in a script answering one joined string) for reads, a Lua script (INCRBY + EXPIRE per
+    key, atomic) for increments, and `SET NX EX` for the once-only mark, so that of any number
+    of concurrent deliveries of one payment exactly one wins the mark and counts it."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "paygate:") -> None:
+        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._prefix = prefix
+        self._incr = self._redis.register_script(_INCR_MANY)
+        self._mget = self._redis.register_script(_MGET_JOINED)
+
+    async def get_many(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        joined = await self._mget(keys=[self._prefix + k for k in keys])
+        return [int(v) for v in _bytes(joined).split(b",")]
+
+    async def incr_many(self, updates: Sequence[tuple[str, int]], ttl_s: int) -> None:
+        if updates:
+            await self._incr(
+                keys=[self._prefix + k for k, _ in updates],
+                args=[int(ttl_s), *(int(amount) for _, amount in updates)],
+            )
+
+    async def add_once(self, key: str, ttl_s: int) -> bool:
+        return bool(await self._redis.set(self._prefix + key, 1, nx=True, ex=int(ttl_s)))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def counter_store_from_url(url: str | None) -> MemoryCounterStore | RedisCounterStore:
+    """Redis when `PAYGATE_REDIS_URL` is set (every worker sees the same counts), else memory
+    (the embedded default, one process)."""
+    return RedisCounterStore(url) if url else MemoryCounterStore()
 
 
 def bucket_keys(series: str, hour: int) -> list[str]:

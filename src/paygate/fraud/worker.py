@@ -1,44 +1,126 @@
-"""The fraud consumer: screens each `payment.created` and emits the internal
-`payment.fraud_assessed` that the processor acts on. A redelivery may emit the decision twice;
-the processor applies only the first (the payment has left `pending`)."""
+"""The fraud consumer: scores each `payment.created` and emits the internal
+`payment.fraud_assessed` that the processor acts on, and feeds fraud reports
+(`payment.fraud_reported`) into the features.
+
+For one payment: read its row and its merchant's settings; compute the features over the
+counter store (each payment counted once, keyed by its id, however often the event comes) and
+score them with the model, within `PAYGATE_FRAUD_TIMEOUT_MS`; let a rule override; decide
+(`paygate.fraud.decide`); then, in one transaction, append the assessment and emit the decision.
+Scoring raised or took too long: the merchant's fail mode decides. A redelivery finds the stored
+assessment and emits that again (the processor applies only the first: the payment has left
+`pending`)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
-from paygate.fraud.screening import DECLINE_TEST_CARD, REVIEW_TEST_CARD, assess
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate.fraud import assessments, policy, velocity
+from paygate.fraud.attributes import attributes_of, facts_of, facts_query
+from paygate.fraud.counters import CounterStore, counter_store_from_url
+from paygate.fraud.decide import Policy, RuleVerdict, Scored, decide
+from paygate.fraud.features import DEFAULT_CONFIG, FeatureConfig, OnlineFeatures, Txn
+from paygate.fraud.rules import match_rules
+from paygate.fraud.scoring import ModelScorer, Scorer
+from paygate.fraud.screening import DECLINE_TEST_CARD, ELEVATED_FROM, REVIEW_TEST_CARD
+from paygate.money import exponent
 from paygate.payments import repository as payments
 from paygate.platform import outbox
 from paygate.platform.bus import Bus, Event
+from paygate.platform.db.tables import payments as payments_table
+from paygate.platform.logging import log
 from paygate.runtime import Runtime
+
+REPORTED = "payment.fraud_reported"
 
 
 class FraudWorker:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(
+        self, rt: Runtime, *, store: CounterStore | None = None, scorer: Scorer | None = None
+    ) -> None:
         self.rt = rt
+        self.store: CounterStore = (
+            store if store is not None else counter_store_from_url(rt.settings.redis_url)
+        )
+        self._scorer = scorer
         self._test_cards = {
             rt.keyring.fingerprint(number, "card"): number
             for number in (DECLINE_TEST_CARD, REVIEW_TEST_CARD)
         }
 
+    @property
+    def scorer(self) -> Scorer:
+        # The model loads on first use, not with every pipeline.
+        if self._scorer is None:
+            self._scorer = ModelScorer(self.store)
+        return self._scorer
+
+    @scorer.setter
+    def scorer(self, scorer: Scorer) -> None:
+        self._scorer = scorer
+
     def register(self, bus: Bus) -> None:
-        bus.subscribe("fraud", ["payment.created"], self.on_payment_created)
+        bus.subscribe("fraud", ["payment.created", REPORTED], self.on_event)
+
+    async def close(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            await close()
+
+    async def on_event(self, event: Event) -> None:
+        if event["type"] == REPORTED:
+            await self.on_reported(event["data"]["object"])
+        else:
+            await self.on_payment_created(event)
 
     async def on_payment_created(self, event: Event) -> None:
         payment: dict[str, Any] = event["data"]["object"]
-        fingerprint = payment["payment_method"]["card"]["fingerprint"]
-        assessment = assess(
-            livemode=payment["livemode"], test_card=self._test_cards.get(fingerprint)
-        )
-        decision = {
-            "id": payment["id"],
-            "livemode": payment["livemode"],
-            "risk": assessment.as_risk(),
-        }
-        async with self.rt.db.transaction() as conn:
-            row = await payments.get_by_id(conn, payment["id"])
+        payment_id = payment["id"]
+        async with self.rt.db.read() as conn:
+            row = await payments.get_by_id(conn, payment_id)
             if row is None or row["status"] != "pending":
                 return  # already decided: nothing to screen
+            stored = await assessments.latest(conn, payment_id)
+            settings = await policy.get(conn, row["merchant_id"])
+            rule = await self.match_rules(conn, row)
+        if stored is None:
+            scored = await self._score(row, settings)
+            fingerprint = row["payment_method"]["card"]["fingerprint"]
+            assessment = decide(
+                scored,
+                settings,
+                rule=rule,
+                livemode=row["livemode"],
+                test_card=self._test_cards.get(fingerprint),
+            )
+        async with self.rt.db.transaction() as conn:
+            row = await payments.get_by_id(conn, payment_id, for_update=True)
+            if row is None or row["status"] != "pending":
+                return
+            # A delivery that ran beside this one may have stored its assessment first.
+            stored = await assessments.latest(conn, payment_id)
+            if stored is not None:
+                assessment_id, assessment = stored
+            else:
+                assessment_id = await assessments.insert(
+                    conn,
+                    payment_id=payment_id,
+                    merchant_id=row["merchant_id"],
+                    livemode=row["livemode"],
+                    assessment=assessment,
+                )
+            decision = {
+                "id": payment_id,
+                "livemode": row["livemode"],
+                "risk": assessment.as_risk(),
+                "assessment": assessment_id,
+                "source": assessment.source,
+                "model_version": assessment.model_version,
+            }
             await outbox.emit(
                 conn,
                 type="payment.fraud_assessed",
@@ -46,4 +128,77 @@ class FraudWorker:
                 merchant_id=row["merchant_id"],
                 sequence=event["sequence"],
             )
-        self.rt.changed(payment["id"])
+        log.info(
+            "fraud.assessed",
+            payment_id=payment_id,
+            merchant_id=row["merchant_id"],
+            score=assessment.score,
+            decision=assessment.decision,
+            source=assessment.source,
+        )
+        self.rt.changed(payment_id)
+
+    # ---- Rules plug in here: the one call site of the rules engine (paygate.fraud.rules). ----
+    async def match_rules(self, conn: AsyncConnection, row: sa.RowMapping) -> RuleVerdict | None:
+        """The merchant's matching rule for this payment, if any (`allow`, `block` or
+        `review`); `decide` lets it override the score. The velocity attributes are counted
+        here for every payment, so that a rule added later sees the history."""
+        found = (
+            (await conn.execute(facts_query().where(payments_table.c.id == row["id"])))
+            .mappings()
+            .one_or_none()
+        )
+        if found is None:
+            return None
+        facts = facts_of(found)
+        try:
+            counted = await velocity.observe(
+                self.store, row["id"], row["merchant_id"], row["livemode"], facts
+            )
+        except Exception as exc:  # rules still run; a velocity they test reads as unknown
+            log.error("fraud.velocity_failed", payment_id=row["id"], error=str(exc)[:300])
+            counted = {}
+        attributes = attributes_of(facts, counted)
+        return await match_rules(conn, row["merchant_id"], row["livemode"], attributes)
+
+    async def _score(self, row: sa.RowMapping, settings: Policy) -> Scored | None:
+        """The model's view, or None when it raised or overran the timeout."""
+        txn = Txn(
+            id=row["id"],
+            card=row["payment_method"]["card"]["fingerprint"],
+            terminal=row["merchant_id"],
+            time=float(row["created"]),
+            amount_minor=int(row["amount"]),
+            exponent=exponent(row["currency"]) or 0,
+        )
+        timeout_s = self.rt.settings.fraud_timeout_ms / 1000.0
+        explain_from = min(settings.review_threshold, ELEVATED_FROM)
+        start = time.perf_counter()
+        try:
+            return await asyncio.wait_for(
+                self.scorer.score(txn, explain_from=explain_from), timeout_s
+            )
+        except TimeoutError:
+            log.warning("fraud.timeout", payment_id=row["id"], timeout_ms=timeout_s * 1000)
+        except Exception as exc:
+            log.error(
+                "fraud.scoring_failed",
+                payment_id=row["id"],
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                elapsed_ms=round((time.perf_counter() - start) * 1000, 3),
+            )
+        return None
+
+    async def on_reported(self, report: dict[str, Any]) -> None:
+        """Count a reported fraud in the merchant's fraud share (once per payment; the share
+        shows it only after the label delay, as the model was trained)."""
+        online = OnlineFeatures(self.store, _feature_config(self.scorer))
+        await online.report_fraud(
+            report["payment"], report["merchant_id"], float(report["payment_created"])
+        )
+
+
+def _feature_config(scorer: Scorer) -> FeatureConfig:
+    # The model's windows and delay; a scorer without features counts with the defaults.
+    online = getattr(scorer, "online", None)
+    return online.config if isinstance(online, OnlineFeatures) else DEFAULT_CONFIG

@@ -1,0 +1,120 @@
+"""One contract for both counter stores: memory and a real Redis. The property: however the
+deliveries of a set of payments interleave (redeliveries, concurrent deliveries), each payment
+is counted exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from paygate.fraud.counters import (
+    CounterStore,
+    MemoryCounterStore,
+    RedisCounterStore,
+    bucket_keys,
+    counter_store_from_url,
+)
+from paygate.fraud.features import FeatureConfig, OnlineFeatures, Txn
+
+BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+def _factory(request: pytest.FixtureRequest) -> Callable[[], CounterStore]:
+    if request.param == "memory":
+        return MemoryCounterStore
+    url: str = request.getfixturevalue("redis_url")
+    return lambda: RedisCounterStore(url, prefix=f"t{uuid.uuid4().hex}:")
+
+
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest) -> Callable[[], CounterStore]:
+    return _factory(request)
+
+
+@pytest.fixture
+async def store(make_store: Callable[[], CounterStore]) -> AsyncIterator[CounterStore]:
+    s = make_store()
+    yield s
+    await s.close()  # type: ignore[attr-defined]
+
+
+async def test_missing_keys_read_zero_and_increments_add_up(store: CounterStore) -> None:
+    assert await store.get_many(["a", "b"]) == [0, 0]
+    assert await store.get_many([]) == []
+    await store.incr_many([("a", 2), ("b", 5), ("a", 3)], ttl_s=60)
+    await store.incr_many([("b", 10_000_000_000)], ttl_s=60)  # amounts beyond 32 bits
+    assert await store.get_many(["a", "b", "c"]) == [5, 10_000_000_005, 0]
+
+
+async def test_keys_expire_after_their_last_increment(store: CounterStore) -> None:
+    await store.incr_many([("gone", 1)], ttl_s=1)
+    assert await store.add_once("mark", ttl_s=1)
+    await asyncio.sleep(1.3)
+    assert await store.get_many(["gone"]) == [0]
+    assert await store.add_once("mark", ttl_s=1)  # the mark expired with its time
+
+
+async def test_add_once_under_concurrency_has_one_winner(store: CounterStore) -> None:
+    wins = await asyncio.gather(*(store.add_once("seen:pay_1", ttl_s=60) for _ in range(40)))
+    assert wins.count(True) == 1
+
+
+def test_the_backend_follows_the_redis_setting() -> None:
+    assert isinstance(counter_store_from_url(None), MemoryCounterStore)
+    assert counter_store_from_url("redis://127.0.0.1:1/0").backend == "redis"
+
+
+CONFIG = FeatureConfig()
+HOUR = 1_700_000_000 // 3600 * 3600
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    deliveries=st.lists(st.tuples(st.integers(0, 5), st.integers(1, 4)), min_size=1, max_size=12),
+    order=st.randoms(use_true_random=False),
+    batch=st.integers(1, 6),
+)
+def test_each_payment_counts_once_whatever_the_redeliveries(
+    request: pytest.FixtureRequest,
+    backend: str,
+    deliveries: list[tuple[int, int]],
+    order: object,
+    batch: int,
+) -> None:
+    """`deliveries`: (payment number, how many times its event arrives); the arrivals are
+    shuffled and applied `batch` at a time concurrently."""
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    payments = {n: 100 * (n + 1) for n, _ in deliveries}
+    arrivals = [n for n, times in deliveries for _ in range(times)]
+    order.shuffle(arrivals)  # type: ignore[attr-defined]
+
+    async def run() -> tuple[list[int], list[int]]:
+        store: CounterStore = (
+            RedisCounterStore(url, prefix=f"p{uuid.uuid4().hex}:") if url else MemoryCounterStore()
+        )
+        online = OnlineFeatures(store, CONFIG)
+
+        def txn(n: int) -> Txn:
+            return Txn(f"pay_{n}", "card_1", "mer_1", float(HOUR + n), payments[n])
+
+        for start in range(0, len(arrivals), batch):
+            await asyncio.gather(*(online.observe(txn(n)) for n in arrivals[start : start + batch]))
+        n_keys = bucket_keys("fraud:card:card_1:n", HOUR // 3600)
+        s_keys = bucket_keys("fraud:card:card_1:s", HOUR // 3600)
+        counts, sums = await store.get_many(n_keys), await store.get_many(s_keys)
+        await store.close()  # type: ignore[attr-defined]
+        return counts, sums
+
+    counts, sums = asyncio.run(run())
+    assert counts == [len(payments)] * 3
+    assert sums == [sum(payments.values()) * 100] * 3  # amounts in 1/10,000 of the unit
