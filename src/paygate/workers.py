@@ -1,6 +1,6 @@
 """`paygate worker NAME`: one role of the pipeline in its own process, over NATS JetStream, with
-`/healthz` and `/readyz` on a small HTTP port of its own. Start as many of each as the load
-needs; SIGTERM lets work in flight finish and acknowledges only what committed."""
+`/healthz`, `/readyz` and `/metrics` on a small HTTP port of its own. Start as many of each as
+the load needs; SIGTERM lets work in flight finish and acknowledges only what committed."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import signal
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from paygate.config import Settings
 from paygate.pipeline import ROLES, Pipeline
+from paygate.platform import exposition, metrics
 from paygate.platform.logging import log
 from paygate.platform.nats_bus import NatsBus
 from paygate.runtime import Runtime
@@ -40,7 +41,12 @@ def health_app(rt: Runtime, role: str) -> Starlette:
             status_code=200 if ready else 503,
         )
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+    async def prometheus(_request: Request) -> Response:
+        body = await exposition.metrics_text(rt.db, rt.bus)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus)]
+    return Starlette(routes=routes)
 
 
 async def run_worker(role: str, settings: Settings, *, health_port: int | None = None) -> None:

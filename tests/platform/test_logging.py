@@ -16,7 +16,13 @@ import structlog
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from paygate.platform.logging import REDACTED, configure_logging, redact_processor, redact_text
+from paygate.platform.logging import (
+    REDACTED,
+    configure_logging,
+    redact_processor,
+    redact_text,
+    secret_field,
+)
 from paygate.vault.cards import luhn_valid
 
 DIGITS = "0123456789"
@@ -288,3 +294,135 @@ def test_configured_logging_redacts_structlog_and_stdlib_lines(
     assert events[1] == f"request with {REDACTED} and {REDACTED}"
     assert events[2] == "failed" and "ValueError" in lines[2]["exception"]
     assert pan not in err and "7351" not in err and "sk_test_abcdef123" not in err
+
+
+# Card numbers in every position a log line can hold them: keys, values, nested lists and dicts,
+# exception objects given as values, and the exception being logged (its message is in the
+# traceback). Words of letters around them must come through untouched.
+
+WORDS = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=3, max_size=10)
+
+
+@st.composite
+def log_events(draw: st.DrawFn) -> tuple[dict[str, Any], str | None, list[str], list[str]]:
+    """An event dict, the message of an exception to log with it (or None), the card numbers
+    put in, and the plain words put in (each once, none a secret field's name)."""
+    cards: list[str] = []
+    words: list[str] = []
+
+    def word() -> str:
+        w = draw(WORDS.filter(lambda w: w not in words and not secret_field(w)))
+        words.append(w)
+        return w
+
+    def card() -> str:
+        number = draw(card_numbers())
+        cards.append(number)
+        return number
+
+    def text() -> str:
+        if draw(st.booleans()):
+            return f"{word()} {card()} {word()}"
+        return word()
+
+    def key() -> str:
+        return f"{word()} {card()}" if draw(st.booleans()) else word()
+
+    def node(depth: int) -> Any:
+        kinds = ["text", "exception"] + (["list", "dict"] if depth < 3 else [])
+        kind = draw(st.sampled_from(kinds))
+        if kind == "text":
+            return text()
+        if kind == "exception":
+            return ValueError(f"{word()} {card()}")
+        if kind == "list":
+            return [node(depth + 1) for _ in range(draw(st.integers(1, 3)))]
+        return {key(): node(depth + 1) for _ in range(draw(st.integers(1, 3)))}
+
+    event: dict[str, Any] = {"event": text()}
+    for _ in range(draw(st.integers(1, 3))):
+        event[key()] = node(0)
+    raised = f"{word()} {card()}" if draw(st.booleans()) else None
+    return event, raised, cards, words
+
+
+@given(log_events())
+@settings(max_examples=200, deadline=None)
+def test_no_card_number_survives_in_any_position(
+    case: tuple[dict[str, Any], str | None, list[str], list[str]],
+) -> None:
+    event, raised, cards, words = case
+    if raised is not None:
+        try:
+            raise RuntimeError(raised)
+        except RuntimeError as exc:
+            event["exc_info"] = exc
+    # The configured order: exceptions are formatted first, then everything is redacted.
+    formatted = structlog.processors.format_exc_info(None, "error", event)
+    line = rendered(dict(redact_processor(None, "error", formatted)))
+    for number in cards:
+        assert not leaks(number, line), (number, line)
+    for word in words:
+        assert word in line, (word, line)
+    if raised is not None:
+        assert "RuntimeError" in line
+
+
+def test_secret_fields_are_found_whatever_their_spelling() -> None:
+    out = redact_processor(
+        None,
+        "info",
+        {
+            "event": "x",
+            "card_cvc": "123",
+            "signing_secret": "abc",
+            "X-Api-Key": "k",
+            "body": {"cvv2": 999, "client_secret": "s", "note": "kept"},
+            "token": "tok_api_sk_test_abcdefgh1234",
+        },
+    )
+    assert out == {
+        "event": "x",
+        "card_cvc": REDACTED,
+        "signing_secret": REDACTED,
+        "X-Api-Key": REDACTED,
+        "body": {"cvv2": REDACTED, "client_secret": REDACTED, "note": "kept"},
+        "token": f"tok_api_{REDACTED}",
+    }
+
+
+def test_log_lines_carry_the_current_trace_and_the_bound_payment(
+    capsys: Any, restore_logging: None
+) -> None:
+    """Inside a span, every line names its trace and span; inside a log scope, the payment and
+    merchant bound to it; after either, nothing of them is left."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from paygate.platform import tracing
+
+    configure_logging("json", "info")
+    logger = structlog.get_logger("paygate.test")
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("work") as span, tracing.log_scope(event_id="evt_1"):
+        tracing.annotate(payment_id="pay_1", merchant_id="acct_1")
+        logger.info("inside")
+    logger.info("after")
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    inside, after = lines
+    context = span.get_span_context()
+    assert inside["trace_id"] == format(context.trace_id, "032x")
+    assert inside["span_id"] == format(context.span_id, "016x")
+    assert (inside["payment_id"], inside["merchant_id"], inside["event_id"]) == (
+        "pay_1",
+        "acct_1",
+        "evt_1",
+    )
+    assert not {"trace_id", "span_id", "payment_id", "merchant_id", "event_id"} & set(after)
+
+
+def test_outside_a_log_scope_nothing_is_bound() -> None:
+    """`annotate` outside a request or an event would bind ids nothing unbinds: it must not."""
+    from paygate.platform import tracing
+
+    tracing.annotate(payment_id="pay_1", merchant_id="acct_1")
+    assert "payment_id" not in structlog.contextvars.get_contextvars()

@@ -1,4 +1,4 @@
-"""Operational endpoints: liveness and readiness (DESIGN.md section 4)."""
+"""Operational endpoints: liveness, readiness and metrics (DESIGN.md section 4)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from paygate.api.auth import runtime
 from paygate.api.responses import json_response
+from paygate.platform import exposition, metrics
 
 router = APIRouter(tags=["operations"])
 
@@ -67,3 +68,12 @@ async def readyz(request: Request) -> Response:
     ready = all(c["ok"] for c in checks.values())
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return json_response(body, 200 if ready else 503)
+
+
+# Not in the OpenAPI document, which describes the JSON API: the answer is Prometheus's text
+# exposition format (version 0.0.4).
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(request: Request) -> Response:
+    rt = runtime(request)
+    body = await exposition.metrics_text(rt.db, rt.bus)
+    return Response(body, media_type=metrics.CONTENT_TYPE)

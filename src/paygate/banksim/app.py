@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from paygate.banksim.routes import BankError, bad_request, router
 from paygate.banksim.runtime import BankSim
 from paygate.banksim.settings import BankSimSettings
+from paygate.platform.tracing import configure_tracing, instrument_app
 
 log = structlog.get_logger("paygate.banksim")
 
@@ -45,6 +46,8 @@ def create_app(
     )
     app.state.bank = sim
     app.include_router(router)
+    # The gateway's calls carry `traceparent`: the bank's side joins the payment's trace.
+    instrument_app(app)
 
     @app.exception_handler(BankError)
     async def bank_error(_: Request, exc: BankError) -> JSONResponse:
@@ -69,5 +72,6 @@ def run(host: str = "127.0.0.1", port: int | None = None) -> None:
     """Serve the simulator alone with uvicorn (blocks). Logging is left as the caller set it up."""
     settings = BankSimSettings()
     bound = port if port is not None else settings.port
+    configure_tracing("paygate-bank-sim")
     log.info("banksim.starting", host=host, port=bound, data_dir=str(settings.data_dir))
     uvicorn.run(create_app(settings), host=host, port=bound, log_config=None)

@@ -11,6 +11,9 @@ What is retried, and why:
 
 The breaker counts connect errors, 5xx and timeouts; while it is open every call answers
 UNAVAILABLE at once without touching the network.
+
+Each request (each try) is a client span, and carries the W3C `traceparent` header, so that the
+bank's side of the call joins the payment's trace (paygate.platform.tracing).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from urllib.parse import quote
 
 import httpx
 import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from paygate.connectors.base import (
     BankResult,
@@ -37,6 +42,7 @@ from paygate.connectors.base import (
 from paygate.connectors.breaker import BreakerState, CircuitBreaker
 
 log = structlog.get_logger("paygate.connectors")
+tracer = trace.get_tracer("paygate.connectors")
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +215,7 @@ class HttpBankConnector:
             if not self.breaker.allow():
                 return _Failed(Outcome.UNAVAILABLE, "circuit breaker open")
             try:
-                response = await self._client.request(
-                    method, url, json=body, headers=self._headers, timeout=self._timeout
-                )
+                response = await self._traced(method, url, body, attempt)
             except (httpx.TransportError, OSError) as exc:
                 outcome, detail, counts, retry_op = _classify(exc)
                 self._verdict(counts)
@@ -239,6 +243,35 @@ class HttpBankConnector:
             if not retryable or attempt >= self._retry.attempts:
                 return failed
             await self._sleep(self._retry.delay(attempt - 1, self._rand()))
+
+    async def _traced(
+        self, method: str, url: str, body: Mapping[str, Any] | None, attempt: int
+    ) -> httpx.Response:
+        path = url[len(self._base) :] if url.startswith(self._base) else url
+        route = "/v1/operations/{reference}" if path.startswith("/v1/operations/") else path
+        with tracer.start_as_current_span(f"bank {method} {route}", kind=SpanKind.CLIENT) as span:
+            headers = self._headers
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "http.request.method": method,
+                        "url.path": path,
+                        "paygate.bank.try": attempt + 1,
+                    }
+                )
+            if span.get_span_context().is_valid:
+                headers = dict(headers)
+                propagate.inject(headers)
+            response = await self._client.request(
+                method, url, json=body, headers=headers, timeout=self._timeout
+            )
+            if span.is_recording():
+                span.set_attribute("http.response.status_code", response.status_code)
+                if response.status_code >= 500:
+                    span.set_status(
+                        Status(StatusCode.ERROR, f"bank answered {response.status_code}")
+                    )
+            return response
 
     def _verdict(self, counts: bool) -> None:
         if counts:

@@ -16,6 +16,7 @@ from paygate.api.prefer import Settle
 from paygate.api.responses import JSONBytes, encode
 from paygate.edge import cache
 from paygate.edge.principal import Principal
+from paygate.platform import metrics
 from paygate.runtime import Runtime
 
 Load = Callable[[AsyncConnection], Awaitable[tuple[dict[str, Any], int]]]
@@ -32,6 +33,8 @@ async def serve(
     found = None
     if rt.read_cache:
         found = await cache.lookup(rt, principal.merchant_id, principal.livemode, object_id)
+        counter = metrics.CACHE_HITS if found is not None else metrics.CACHE_MISSES
+        counter.labels(metrics.object_kind(object_id)).inc()
     if found is not None:
         version, body = found
     else:

@@ -25,7 +25,9 @@ from paygate.notifications.models import next_try
 from paygate.notifications.sending import MessageSender
 from paygate.notifications.sms import SmsSender, masked
 from paygate.notifications.webhooks import Job, WebhookClient, signing_secrets
+from paygate.platform import metrics
 from paygate.platform.logging import log
+from paygate.platform.tasks import reraise_if_cancelling
 from paygate.runtime import Runtime
 
 MIN_WAIT_S = 0.005
@@ -74,6 +76,7 @@ class DeliveryLoop:
                 try:
                     started, wait_s = await self.pump()
                 except Exception as exc:  # the database may be restarting: keep the loop alive
+                    reraise_if_cancelling(exc)
                     log.error("notifications.error", error=f"{type(exc).__name__}: {exc}"[:300])
                     started, wait_s = 0, max(self.poll_s, 1.0)
                 if not started:
@@ -143,6 +146,7 @@ class DeliveryLoop:
                 give_up_at=r["give_up_at"],
                 url=r["url"],
                 body=versions.render_json_for_version(r["body"], r["api_version"]),
+                trace_context=r["trace_context"],
                 secrets=signing_secrets(r["endpoint_id"], r, self.rt.keyring, now),
             )
             for r in chosen
@@ -225,6 +229,7 @@ class DeliveryLoop:
                 next_attempt_at=retry_at,
                 attempt=attempt,
             )
+        metrics.webhook_attempt(status, outcome.duration_ms)  # committed: counted once
         fields = {
             "delivery_id": job.delivery_id,
             "event_id": job.event_id,

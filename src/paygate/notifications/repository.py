@@ -191,6 +191,7 @@ async def due_deliveries(
             E.previous_expires_at,
             # The stored JSON text itself, not a decoded copy: the bytes that were committed.
             sa.type_coerce(OB.payload, sa.Text).label("body"),
+            OB.trace_context,
         )
         .select_from(
             webhook_deliveries.join(webhook_endpoints, E.id == D.endpoint_id).join(

@@ -1,6 +1,11 @@
 """Sending one webhook attempt: the event's stored JSON, signed, POSTed through the SSRF guard
 with a pooled client, a total time limit and no redirects. The outcome is classified in fixed
-words: an error text never quotes the URL (it may carry credentials) or the response."""
+words: an error text never quotes the URL (it may carry credentials) or the response.
+
+Each attempt is a client span in the event's trace (the payment's): the context stored with the
+event when the job has it, else the one the event was delivered with in this process
+(paygate.platform.tracing). The merchant's endpoint is not sent `traceparent`: the gateway's
+trace ids stay inside it."""
 
 from __future__ import annotations
 
@@ -11,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from paygate import __version__
 from paygate.notifications.guard import GuardedTransport, refused_by_guard
 from paygate.notifications.models import SIGNATURE_HEADER, signature_header
+from paygate.platform import tracing
 from paygate.vault.crypto import Keyring
 
 # Enough of a response to keep the connection reusable; the rest is not read.
@@ -50,6 +57,8 @@ class Job:
     url: str = field(repr=False)
     body: bytes = field(repr=False)
     secrets: tuple[str, ...] = field(repr=False)
+    # The W3C trace context stored with the event (outbox `trace_context`), when known.
+    trace_context: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,28 @@ class WebhookClient:
         )
 
     async def send(self, job: Job) -> Outcome:
+        carrier = job.trace_context or tracing.recall(job.event_id)
+        with tracing.TRACER.start_as_current_span(
+            "webhook POST",
+            context=tracing.context_of(carrier),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": "POST",
+                "messaging.message.id": job.event_id,
+                "paygate.webhook.delivery_id": job.delivery_id,
+                "paygate.webhook.endpoint_id": job.endpoint_id,
+                "paygate.webhook.attempt": job.attempts + 1,
+            },
+        ) as span:
+            outcome = await self._send(job)
+            if span.is_recording():
+                if outcome.response_status is not None:
+                    span.set_attribute("http.response.status_code", outcome.response_status)
+                if outcome.error is not None:
+                    span.set_status(Status(StatusCode.ERROR, outcome.error))
+            return outcome
+
+    async def _send(self, job: Job) -> Outcome:
         started = time.monotonic()
         timestamp = int(time.time())
         headers = {

@@ -5,6 +5,11 @@ embedded default (`LocalBus`) `publish` returns only when every subscribed consu
 the event (or dead-lettered it after its retries): the relay marks an outbox row sent only then,
 so a crash at any point redelivers from the outbox on restart and loses nothing. A
 scale-out bus implements the same protocol on a broker.
+
+Every delivery runs in a consumer span whose parent is the trace context the event carries
+(`tracing.CARRIER_KEY`, set by the relay), with the event's payment and merchant bound to its log
+lines (paygate.platform.tracing). Here the relay's batch is the unit of delivery, so each event's
+span is already linked to the batch through its parent, the relay's `publish` span.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from paygate.platform import tracing
 from paygate.platform.logging import log
 
 Event = dict[str, Any]
@@ -78,9 +84,13 @@ class LocalBus:
         return None
 
     async def _deliver(self, sub: _Subscription, event: Event) -> None:
+        carrier = event.get(tracing.CARRIER_KEY)
         for attempt in range(1, self.attempts + 1):
             try:
-                await sub.handler(event)
+                with tracing.consuming(
+                    sub.consumer, event, carrier, system="paygate", attempt=attempt
+                ):
+                    await sub.handler(event)
                 return
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:500]

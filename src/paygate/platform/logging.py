@@ -1,7 +1,11 @@
 """Structured logs (structlog): JSON lines in production, readable lines on a terminal.
 
-Every line passes a redaction processor: card numbers (any Luhn-valid run of 13 to 19 digits, with
-or without separators), CVCs, secrets and API keys never reach a log, whatever field holds them.
+`PAYGATE_LOG_FORMAT` chooses `json` or `console`; unset, lines are JSON unless the output is a
+terminal. Every line passes a redaction processor: card numbers (any Luhn-valid run of 13 to 19
+digits, with or without separators), CVCs, secrets and API keys never reach a log, whatever field,
+key, nested value or exception message holds them. Every line written inside a traced span carries
+its `trace_id` and `span_id` (W3C hex, as trace back ends show them), and the `payment_id` and
+`merchant_id` bound for the request or event being handled (paygate.platform.tracing).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 from paygate.vault.cards import luhn_valid
 
@@ -22,8 +27,10 @@ from paygate.vault.cards import luhn_valid
 _DIGIT_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*(?!\d)")
 _SEPARATOR = re.compile(r"([ -])")
 # API keys, the admin key as `paygate serve` generates it, and webhook signing secrets.
+# Not `\b`: an underscore is a word character, and `token=api_sk_test_…` must not hide one.
 _KEY = re.compile(
-    r"\b(?:sk|rk|pk|whsec)_(?:test|live)_[A-Za-z0-9]+|\bsk_admin_\w+|\bwhsec_[A-Za-z0-9]+"
+    r"(?<![A-Za-z0-9])(?:(?:sk|rk|pk|whsec)_(?:test|live)_[A-Za-z0-9]+|sk_admin_\w+"
+    r"|whsec_[A-Za-z0-9]+)"
 )
 _SECRET_FIELDS = frozenset(
     {
@@ -40,6 +47,14 @@ _SECRET_FIELDS = frozenset(
         "publishable_key",
     }
 )
+# Field names that hold a secret whatever their exact spelling (`card_cvc`, `signing_secret`,
+# `x-api-key`): the value is dropped whole, since a CVC or a password has no shape to find.
+_SECRET_PART = re.compile(
+    r"cvc|cvv|secret|passw|api.?key|authorization|admin.?key|publishable.?key|private.?key"
+    r"|card.?number"
+)
+# Keys structlog's stdlib bridge uses for its own objects; they are removed before rendering.
+_META = frozenset({"_record", "_from_structlog"})
 REDACTED = "[redacted]"
 
 
@@ -71,31 +86,64 @@ def _mask_card_numbers(match: re.Match[str]) -> str:
     return "".join(out)
 
 
+def secret_field(name: Any) -> bool:
+    """Whether a field of that name holds a secret (its value is dropped whole)."""
+    lowered = str(name).lower()
+    return lowered in _SECRET_FIELDS or _SECRET_PART.search(lowered) is not None
+
+
+def redact_key(key: Any) -> Any:
+    """A mapping's key, with any card number or API key in it masked."""
+    return redact_text(key) if isinstance(key, str) else redact_value(key, 6)
+
+
 def redact_value(value: Any, depth: int = 0) -> Any:
+    """`value` with card numbers and API keys masked and secret fields dropped, at any depth
+    (past 6 levels, the rest is dropped)."""
     if isinstance(value, str):
         return redact_text(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return redact_text(str(value)) if abs(value) >= 10**12 else value
     if depth > 6:
         return REDACTED
     if isinstance(value, Mapping):
         return {
-            k: REDACTED if str(k).lower() in _SECRET_FIELDS else redact_value(v, depth + 1)
+            redact_key(k): REDACTED if secret_field(k) else redact_value(v, depth + 1)
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [redact_value(v, depth + 1) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 10**12:
-        return redact_text(str(value))
-    return value
+    if isinstance(value, bytes | bytearray):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    # Anything else would be rendered through its repr: redact that text.
+    return redact_text(repr(value))
 
 
 def redact_processor(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in list(event_dict):
-        if key.lower() in _SECRET_FIELDS:
-            event_dict[key] = REDACTED
-        else:
-            event_dict[key] = redact_value(event_dict[key])
+        if key in _META:
+            continue
+        value = event_dict.pop(key)
+        safe_key = redact_key(key)
+        event_dict[safe_key] = REDACTED if secret_field(key) else redact_value(value)
+    return event_dict
+
+
+def add_trace_context(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The current span's trace and span ids (after redaction: a hex id may hold a run of
+    digits that looks like a card number, and is none)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+        event_dict["span_id"] = format(context.span_id, "016x")
     return event_dict
 
 
@@ -108,6 +156,7 @@ def configure_logging(fmt: str | None = None, level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         redact_processor,
+        add_trace_context,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()

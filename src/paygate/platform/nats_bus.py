@@ -11,6 +11,10 @@
   returned, that is after its transaction committed; a failure is redelivered with back-off, and
   after `max_deliver` tries it is dead-lettered (`paygate.deadletter.<consumer>`, plus the
   gateway's `dead_letters` table) and terminated.
+- Tracing: the event's trace context (`traceparent`, `tracestate`) and merchant travel as message
+  headers. A fetch is a batch: it has a span of its own, and each message is handled in a
+  consumer span whose parent is the message's context, linked to the batch's span, so each
+  event stays in its payment's trace (paygate.platform.tracing).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import Span
 
+from paygate.platform import tracing
 from paygate.platform.bus import DeadLetter, Event, Handler
 from paygate.platform.logging import log
 
@@ -130,7 +136,7 @@ class NatsBus:
         """Publish a batch, pipelined: every publish is in flight at once, and this returns once
         JetStream acknowledged each one (stored in its stream)."""
         acks = [
-            self.js.publish(subject(e["type"], self.prefix), orjson.dumps(e), headers=_headers(e))
+            self.js.publish(subject(e["type"], self.prefix), _body(e), headers=_headers(e))
             for e in events
         ]
         await asyncio.gather(*acks)
@@ -185,13 +191,22 @@ class NatsBus:
                 log.warning("bus.fetch_failed", consumer=sub.consumer, error=str(exc)[:200])
                 await asyncio.sleep(0.5)
                 continue
-            await asyncio.gather(*(self._handle(sub, m) for m in msgs))
+            batch = tracing.start_batch(
+                f"{sub.consumer} fetch", len(msgs), **{"messaging.system": "nats"}
+            )
+            try:
+                await asyncio.gather(*(self._handle(sub, m, batch) for m in msgs))
+            finally:
+                batch.end()
 
-    async def _handle(self, sub: _Subscription, msg: Msg) -> None:
+    async def _handle(self, sub: _Subscription, msg: Msg, batch: Span | None) -> None:
         event: dict[str, Any] = orjson.loads(msg.data)
         tries = msg.metadata.num_delivered
         try:
-            await sub.handler(event)
+            with tracing.consuming(
+                sub.consumer, event, msg.headers, system="nats", batch=batch, attempt=tries
+            ):
+                await sub.handler(event)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning(
@@ -238,11 +253,18 @@ class NatsBus:
             self._js = None
 
 
+def _body(event: Event) -> bytes:
+    """The event as stored in the outbox: its trace context travels in the headers."""
+    if tracing.CARRIER_KEY in event:
+        event = {k: v for k, v in event.items() if k != tracing.CARRIER_KEY}
+    return orjson.dumps(event)
+
+
 def _headers(event: Event) -> dict[str, str]:
     headers = {"Nats-Msg-Id": event["id"]}
-    trace = event.get("_trace")
+    trace = event.get(tracing.CARRIER_KEY)
     if isinstance(trace, dict):
-        headers.update({k: str(v) for k, v in trace.items()})
+        headers.update({k: str(v) for k, v in trace.items() if v is not None})
     return headers
 
 

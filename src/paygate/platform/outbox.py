@@ -1,6 +1,10 @@
 """The transactional outbox: an event is written in the same transaction as the state change
 that caused it, so that either both happen or neither does (DESIGN.md section 2, no dual writes).
-The relay later hands unpublished rows to the bus."""
+The relay later hands unpublished rows to the bus.
+
+Each row also keeps the trace context of the span that wrote it (the API request, or the consumer
+handling an earlier event), so that the payment's trace continues through the relay and the
+consumers (paygate.platform.tracing)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
+from paygate.platform import tracing
 from paygate.platform.db.tables import outbox
 
 # Event types merchants see on webhooks and at /v1/events; every other type stays internal.
@@ -38,6 +43,8 @@ async def emit(
     sequence: int,
 ) -> dict[str, Any]:
     """Write one event carrying `obj` as it is now; returns the event."""
+    payment_id = obj["id"] if str(obj["id"]).startswith("pay_") else obj.get("payment")
+    tracing.annotate(payment_id=payment_id, merchant_id=merchant_id)
     event = {
         "id": new_id("evt"),
         "object": "event",
@@ -58,6 +65,7 @@ async def emit(
             public=type in PUBLIC_TYPES,
             payload=event,
             created=event["created"],
+            trace_context=tracing.current_carrier(),
         )
     )
     return event

@@ -1,6 +1,10 @@
 """The outbox relay: reads committed, unpublished events in outbox order, publishes them, and
 marks them sent. Several batches can be in flight at once; a row is marked only after `publish`
-returned, so a crash leaves it to be published again (consumers are idempotent)."""
+returned, so a crash leaves it to be published again (consumers are idempotent).
+
+Tracing: a batch has a span of its own (its own trace); each event in it gets a `publish` span,
+a child of the trace context stored with the event and linked to the batch's span, so the event
+stays in its payment's trace. The bus carries the `publish` span's context to the consumers."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from paygate.ids import now_s
+from paygate.platform import tracing
 from paygate.platform.bus import Bus
 from paygate.platform.db import Database
 from paygate.platform.db.tables import outbox
@@ -45,6 +50,9 @@ class Relay:
             try:
                 found = await self.pump()
             except Exception as exc:  # the database may be restarting: keep the loop alive
+                if _cancelling():
+                    # Stopped inside a query: the driver may report it as a database error.
+                    raise asyncio.CancelledError from exc
                 log.error("relay.error", error=f"{type(exc).__name__}: {exc}"[:300])
                 found = 0
             if not found:
@@ -67,7 +75,7 @@ class Relay:
             return 0
         positions = [r.position for r in rows]
         self._in_flight.update(positions)
-        task = asyncio.create_task(self._publish([r.payload for r in rows], positions))
+        task = asyncio.create_task(self._publish(rows, positions))
         self._publishing.add(task)
         task.add_done_callback(self._done)
         return len(rows)
@@ -96,7 +104,9 @@ class Relay:
         # read runs may still be unmarked in what the read sees, and must not go out again.
         taken = set(self._in_flight)
         query = (
-            sa.select(outbox.c.position, outbox.c.payload)
+            sa.select(
+                outbox.c.position, outbox.c.payload, outbox.c.merchant_id, outbox.c.trace_context
+            )
             .where(outbox.c.published_at.is_(None))
             .order_by(outbox.c.position)
             .limit(self.batch_size + len(taken))
@@ -106,7 +116,23 @@ class Relay:
         taken |= self._in_flight
         return [r for r in rows if r.position not in taken][: self.batch_size]
 
-    async def _publish(self, events: list[dict[str, Any]], positions: list[int]) -> None:
+    async def _publish(self, rows: list[Any], positions: list[int]) -> None:
+        batch = tracing.start_batch("relay publish", len(rows))
+        events, spans = [], []
+        for row in rows:
+            event: dict[str, Any] = row.payload
+            span = tracing.start_publish(event, row.trace_context, batch)
+            # Not traced here (no SDK, or not sampled): pass the stored context on as it is.
+            carrier = (
+                tracing.headers_of(span)
+                if span.get_span_context().is_valid
+                else dict(row.trace_context or {})
+            )
+            carrier[tracing.MERCHANT_HEADER] = row.merchant_id
+            event[tracing.CARRIER_KEY] = carrier
+            events.append(event)
+            spans.append(span)
+        failed: Exception | None = None
         try:
             await self.bus.publish(events)
             async with self.db.transaction() as conn:
@@ -116,6 +142,7 @@ class Relay:
                     .values(published_at=now_s())
                 )
         except Exception as exc:
+            failed = exc
             log.error(
                 "relay.publish_failed",
                 error=f"{type(exc).__name__}: {exc}"[:300],
@@ -123,3 +150,11 @@ class Relay:
             )
         finally:
             self._in_flight.difference_update(positions)
+            for span in spans:
+                tracing.finish(span, failed)
+            tracing.finish(batch, failed)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,0 +1,74 @@
+"""Counting once per committed change: a transaction that rolls back, or a savepoint rolled back
+inside one that commits, counts nothing of what it undid."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from paygate.payments import repository
+from paygate.payments.service import state_of, transition
+from paygate.platform import metrics
+from paygate.runtime import Runtime
+from tests.metrics.support import scrape
+from tests.support import idem, payment_body
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_on_commit_runs_after_commit_only(runtime: Runtime) -> None:
+    seen: list[str] = []
+    with pytest.raises(Boom):
+        async with runtime.db.transaction() as conn:
+            metrics.on_commit(conn, lambda: seen.append("rolled back"))
+            raise Boom
+    async with runtime.db.transaction() as conn:
+        metrics.on_commit(conn, lambda: seen.append("outer"))
+        savepoint = await conn.begin_nested()
+        metrics.on_commit(conn, lambda: seen.append("undone"))
+        await savepoint.rollback()
+        kept = await conn.begin_nested()
+        metrics.on_commit(conn, lambda: seen.append("released"))
+        await kept.commit()
+        assert seen == []  # nothing before the commit
+    assert seen == ["outer", "released"]
+    # The connection goes back to the pool clean: a later transaction counts only its own.
+    async with runtime.db.transaction() as conn:
+        pass
+    assert seen == ["outer", "released"]
+
+
+async def test_a_failing_count_never_fails_the_commit(runtime: Runtime) -> None:
+    def broken() -> None:
+        raise RuntimeError("a metric bug")
+
+    async with runtime.db.transaction() as conn:
+        metrics.on_commit(conn, broken)
+    async with runtime.db.read() as conn:
+        assert await runtime.db.ping()
+
+
+async def test_a_transition_rolled_back_is_not_counted(
+    client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    r = await client.post("/v1/payments", json=payment_body(), headers={**auth, **idem()})
+    assert r.status_code == 202, r.text
+    payment_id = r.json()["id"]
+    before = await scrape(client)
+    with pytest.raises(Boom):
+        async with runtime.db.transaction() as conn:
+            row = await repository.get_by_id(conn, payment_id, for_update=True)
+            assert row is not None
+            await transition(conn, row, state_of(row).cancel(), event="payment.canceled")
+            raise Boom
+    middle = await scrape(client)
+    assert middle.delta(before, "paygate_payments_total", status="canceled") == 0
+    assert middle.delta(before, "paygate_payment_outcome_seconds_count") == 0
+    # The same change through the API (inside the idempotency savepoint) commits: counted once.
+    r = await client.post(f"/v1/payments/{payment_id}/cancel", headers={**auth, **idem()})
+    assert r.status_code == 200 and r.json()["status"] == "canceled", r.text
+    after = await scrape(client)
+    assert after.delta(before, "paygate_payments_total", status="canceled") == 1
+    assert after.delta(before, "paygate_payment_outcome_seconds_count", status="canceled") == 1
