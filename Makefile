@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install migrate cluster clean
+.PHONY: run test lint install migrate cluster bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ cluster: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/paygate migrate
+
+# The benchmark harness (docs/performance.md): e.g. make bench BENCH_ARGS="--mode embedded --seconds 5"
+BENCH_ARGS ?= --mode both
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -1,0 +1,295 @@
+"""The processes under test: the gateway (`paygate serve` or `paygate cluster`), the limits'
+server, PostgreSQL (pgserver) and the peer (localstripe), each started here and stopped here.
+
+Every server runs in a process group of its own, so that a stop or a hard kill reaches what it
+forked (uvicorn's workers, the cluster's services, which take groups of their own in turn: a
+hard kill walks the tree and kills every group in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import procstat
+
+BENCH = Path(__file__).resolve().parent
+PAYGATE = [sys.executable, "-m", "paygate.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, seconds: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before serving")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code < 500:
+                return
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
+
+
+class Server:
+    """A subprocess in its own process group, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.argv, self.env, self.log = name, argv, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                process_group=0,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _groups(self) -> set[int]:
+        own = os.getpgid(0)
+        return {p.pgid for p in procstat.tree(self.pid)} - {own}
+
+    def kill_hard(self) -> None:
+        """SIGKILL every process group of the tree, at once, as a power cut would."""
+        if self.proc is None:
+            return
+        groups = self._groups() | {self.pid}
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        self.proc.wait()
+        # Orphans of a group whose leader was already gone when the tree was read.
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM (the group; a supervisor stops its own services), then SIGKILL what is left."""
+        if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None:
+                self.kill_hard()
+            return
+        groups = self._groups()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace)
+        for pgid in groups | {self.pid}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def base_env() -> dict[str, str]:
+    """The environment without any PAYGATE_ setting of the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
+    return env
+
+
+class Postgres:
+    """A fresh PostgreSQL cluster from pgserver under the run's folder."""
+
+    def __init__(self, folder: Path) -> None:
+        from pgserver import get_server  # type: ignore[attr-defined]
+
+        self.server = get_server(folder, cleanup_mode="stop")
+        self.dsn: str = self.server.get_uri()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+async def _pg(dsn: str, sql: str) -> list[Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+def pg_query(dsn: str, sql: str) -> list[Any]:
+    return asyncio.run(_pg(dsn, sql))
+
+
+class Gateway:
+    """`paygate serve` (embedded) or `paygate cluster` (scale-out) on a fresh data folder."""
+
+    def __init__(self, mode: str, folder: Path, pg: Postgres | None = None) -> None:
+        self.mode, self.folder, self.pg = mode, folder, pg
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_key = "sk_admin_" + uuid.uuid4().hex
+        self.data = folder / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        env = base_env()
+        env.update(
+            PAYGATE_DATA_DIR=str(self.data),
+            PAYGATE_ADMIN_KEY=self.admin_key,
+            PAYGATE_DEFAULT_TIER="unlimited",
+            PAYGATE_PORT=str(self.port),
+            PAYGATE_LOG_FORMAT="json",
+        )
+        for name in ("PAYGATE_LOG_LEVEL",):  # the one setting a caller may pass through
+            if name in os.environ:
+                env[name] = os.environ[name]
+        if mode == "scaleout":
+            assert pg is not None
+            env.update(PAYGATE_DATABASE_URL=pg.sqlalchemy_url, PAYGATE_BANK_PORT=str(free_port()))
+            argv = [*PAYGATE, "cluster", "--port", str(self.port)]
+        else:
+            argv = [*PAYGATE, "serve", "--port", str(self.port), "--host", "127.0.0.1"]
+        self.server = Server(f"gateway-{mode}", argv, env, folder / "gateway.log")
+        self.merchant_key = ""
+
+    @property
+    def processes(self) -> int:
+        """API server processes: the limits run with as many."""
+        return 2 if self.mode == "scaleout" else 1
+
+    def launch(self) -> None:
+        self.server.start()
+
+    def ready(self, timeout: float = 180.0) -> None:
+        wait_http(f"{self.url}/healthz", timeout, self.server.proc)
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.launch()
+        self.ready(timeout)
+
+    def create_merchant(self) -> str:
+        headers = {
+            "Authorization": f"Bearer {self.admin_key}",
+            "Idempotency-Key": uuid.uuid4().hex,
+        }
+        body = {"name": "Bench Shop", "tier": "unlimited"}
+        for _ in range(60):
+            r = httpx.post(f"{self.url}/v1/merchants", json=body, headers=headers, timeout=30)
+            if r.status_code in (200, 201):
+                self.merchant_key = r.json()["api_key"]
+                return self.merchant_key
+            time.sleep(1.0)
+        raise RuntimeError(f"could not create the merchant: {r.status_code} {r.text[:300]}")
+
+    def marker(self) -> str:
+        return str(self.folder)
+
+    def sample(self) -> list[procstat.ProcSample]:
+        assert self.server.proc is not None
+        return procstat.tree(self.server.pid, self.marker())
+
+    # The database, read beside the gateway.
+
+    def _sqlite(self, sql: str) -> list[Any]:
+        path = self.data / "paygate.db"
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
+    def query(self, sql: str) -> list[Any]:
+        if self.pg is not None:
+            return [tuple(r) for r in pg_query(self.pg.dsn, sql)]
+        return self._sqlite(sql)
+
+    def db_counters(self) -> dict[str, int | None]:
+        """Rows written so far (outbox events, payments) and, on PostgreSQL, commits."""
+        outbox = self.query("SELECT COALESCE(MAX(position), 0) FROM outbox")[0][0]
+        payments = self.query("SELECT COUNT(*) FROM payments")[0][0]
+        succeeded = self.query("SELECT COUNT(*) FROM payments WHERE status = 'succeeded'")[0][0]
+        commits = None
+        if self.pg is not None:
+            commits = self.query(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            )[0][0]
+        return {
+            "outbox_rows": int(outbox),
+            "payment_rows": int(payments),
+            "succeeded": int(succeeded),
+            "commits": commits,
+        }
+
+    def backlog(self) -> int:
+        """Payments not yet at rest (the pipeline still owes them work)."""
+        sql = "SELECT COUNT(*) FROM payments WHERE status IN ('pending', 'processing')"
+        return int(self.query(sql)[0][0])
+
+    def payment_ids(self) -> set[str]:
+        return {row[0] for row in self.query("SELECT id FROM payments")}
+
+
+def limits_server(folder: Path, db_url: str, processes: int) -> tuple[Server, str]:
+    port = free_port()
+    env = base_env()
+    env["BENCH_DB_URL"] = db_url
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "limits_app:create_app",
+        "--factory",
+        "--app-dir",
+        str(BENCH),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(processes),
+        "--no-access-log",
+        "--no-server-header",
+    ]
+    server = Server("limits", argv, env, folder / "limits.log")
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/json", 60, server.proc)
+    return server, url
+
+
+def localstripe(folder: Path) -> tuple[Server, str]:
+    port = free_port()
+    argv = [
+        sys.executable,
+        str(BENCH / "peer_localstripe.py"),
+        "--port",
+        str(port),
+        "--store",
+        str(folder / "localstripe.pickle"),
+    ]
+    server = Server("localstripe", argv, base_env(), folder / "localstripe.log")
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/v1/balance", 60, server.proc)
+    return server, url
