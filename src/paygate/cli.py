@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +16,7 @@ from rich.console import Console
 
 from paygate.config import Settings, get_settings
 from paygate.platform.logging import configure_logging
+from paygate.platform.tracing import configure_tracing
 
 app = typer.Typer(
     help="Paygate: a self-hostable payment gateway.", no_args_is_help=True, add_completion=False
@@ -63,6 +66,7 @@ def serve(
     if not settings.admin_key:
         settings = settings.model_copy(update={"admin_key": "sk_admin_" + secrets.token_hex(16)})
     configure_logging(settings.log_format, settings.log_level)
+    configure_tracing("paygate")
     upgrade(settings.resolved_database_url)
     demo_keys = asyncio.run(_demo_merchant(settings)) if demo else None
     _banner(settings, demo_keys)
@@ -82,12 +86,25 @@ def api(
     workers: Annotated[int, typer.Option(help="Server processes sharing the port.")] = 1,
 ) -> None:
     """The API service alone, for scale-out deployments (schema migrated by `paygate migrate`)."""
-    import uvicorn
-
     settings = _settings(port=port, host=host)
     if not settings.admin_key:
         raise typer.BadParameter("PAYGATE_ADMIN_KEY must be set for `paygate api`")
     configure_logging(settings.log_format, settings.log_level)
+    # Each server process writes its metrics here and a scrape of any of them merges all
+    # (prometheus_client's multiprocess mode, named before the client is imported); fresh per
+    # run, so that no count of an earlier run is added in.
+    base = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    metrics_dir = tempfile.mkdtemp(prefix="paygate-metrics-", dir=base)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _serve_api(settings, workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_api(settings: Settings, workers: int) -> None:
+    import uvicorn
+
     uvicorn.run(
         "paygate.cli:api_app",
         factory=True,
@@ -105,17 +122,22 @@ def api_app() -> Any:
     """The app of one `paygate api` server process. With several workers each process starts
     afresh, so logging (and its redaction of card data) is configured here, where it serves."""
     from paygate.api.app import create_app
+    from paygate.platform import exposition, metrics
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings)
+    configure_tracing("paygate-api")
+    exposition.reap_dead_processes()  # a restarted server process replaces one that died
+    application = create_app(settings)
+    metrics.track_pool(application.state.runtime.db.engine)
+    return application
 
 
 @app.command()
 def worker(
     name: Annotated[str, typer.Argument(help="relay | fraud | processor | notifier | scheduler")],
     health_port: Annotated[
-        int | None, typer.Option(help="Serve /healthz and /readyz on this port.")
+        int | None, typer.Option(help="Serve /healthz, /readyz and /metrics on this port.")
     ] = None,
 ) -> None:
     """One role of the pipeline, for scale-out deployments (needs PAYGATE_BUS_URL)."""
@@ -125,6 +147,7 @@ def worker(
         raise typer.BadParameter(f"one of {', '.join(WORKERS)}", param_hint="NAME")
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
+    configure_tracing(f"paygate-worker-{name}")
     asyncio.run(run_worker(name, settings, health_port=health_port))
 
 
@@ -143,6 +166,22 @@ def cluster(
     Cluster(settings, api_processes=api_processes).run()
 
 
+@app.command()
+def top(
+    url: Annotated[
+        list[str] | None,
+        typer.Option(help="A process's /metrics URL; repeat for several (default: this host's)."),
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between scrapes.")] = 2.0,
+    once: Annotated[bool, typer.Option(help="Print one frame (two scrapes) and exit.")] = False,
+) -> None:
+    """A live view of payments/s, success rate, latency percentiles and lag, from /metrics."""
+    from paygate.top import run
+
+    urls = url or [f"http://127.0.0.1:{_settings().port}/metrics"]
+    raise typer.Exit(run(urls, interval_s=interval, once=once))
+
+
 @app.command("bank-sim")
 def bank_sim(
     port: Annotated[int | None, typer.Option(help="HTTP port (PAYGATE_BANK_PORT).")] = None,
@@ -154,6 +193,34 @@ def bank_sim(
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     run(host=host, port=port)
+
+
+@app.command()
+def reconcile(
+    date: Annotated[str, typer.Option(help="The UTC day to reconcile, YYYY-MM-DD.")],
+) -> None:
+    """Reconcile a day's ledger against the bank's settlement report (PAYGATE_BANK_URL); the
+    result as JSON. Exit status 0 balanced, 1 breaks, 2 a bad date, 3 no report."""
+    from paygate.reconciliation.cli import reconcile_command
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    raise typer.Exit(reconcile_command(settings, date))
+
+
+@app.command()
+def settle(
+    date: Annotated[
+        str | None, typer.Option(help="The UTC day to settle, YYYY-MM-DD (default yesterday).")
+    ] = None,
+) -> None:
+    """Settle a day for every merchant (idempotent); the day's settlements as JSON. Exit status
+    0 done, 2 a bad date."""
+    from paygate.settlements.cli import settle_command
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    raise typer.Exit(settle_command(settings, date))
 
 
 async def _demo_merchant(settings: Settings) -> dict[str, str]:

@@ -42,8 +42,19 @@ class Settings(BaseSettings):
     auth_deadline_s: float = 60.0
     smtp_url: str | None = None
     payout_delay_days: int = 2
+    # Settlements (paygate.settlements): the daily cut-off, "HH:MM" UTC ("24:00" is the end of
+    # the day), and the platform's own account, the debtor of every pain.001 payout file (the
+    # development defaults are the published example IBAN and its bank's BIC).
+    settlement_cutoff: str = Field(default="24:00", pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+    platform_name: str = "Paygate Development"
+    platform_iban: str = "DE89370400440532013000"
+    platform_bic: str = "COBADEFFXXX"
     # Uncaptured authorizations are voided after this long (card networks hold them ~7 days).
     authorization_ttl_s: int = 7 * 86400
+    # Fraud screening: past this the merchant's fail mode decides (paygate.fraud.worker); a
+    # review nobody decides within `review_expiry_s` ends by that mode too.
+    fraud_timeout_ms: float = Field(default=250.0, gt=0)
+    review_expiry_s: int = Field(default=3 * 86400, gt=0)
 
     # Secrets. `vault_keys` is "id:base64key,id:base64key"; the first is the active key.
     vault_keys: str | None = None

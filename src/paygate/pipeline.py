@@ -19,14 +19,18 @@ from paygate.connectors.http import HttpBankConnector
 from paygate.fraud.worker import FraudWorker
 from paygate.ids import new_id, now_s
 from paygate.notifications.worker import NotificationService
+from paygate.platform import metrics
 from paygate.platform.bus import Bus, LocalBus
 from paygate.platform.db.tables import dead_letters
 from paygate.platform.lease import run_leased
 from paygate.platform.logging import log
 from paygate.platform.relay import Relay
+from paygate.platform.tasks import reraise_if_cancelling
 from paygate.processor.recovery import Recovery
 from paygate.processor.service import Processor
+from paygate.reconciliation import service as reconciliation
 from paygate.runtime import Runtime
+from paygate.settlements import service as settlements
 
 ROLES = ("relay", "fraud", "processor", "notifier", "scheduler")
 SUMMARY_CHECK_S = 3600.0
@@ -43,8 +47,10 @@ class Pipeline:
         self.relay = Relay(rt.db, self.bus)
         self.processor = Processor(rt, bank)
         self.recovery = Recovery(self.processor)
+        self.fraud: FraudWorker | None = None
         if "fraud" in self.roles:
-            FraudWorker(rt).register(self.bus)
+            self.fraud = FraudWorker(rt)
+            self.fraud.register(self.bus)
         if "processor" in self.roles:
             self.processor.register(self.bus)
         self.notifications: NotificationService | None = None
@@ -99,7 +105,10 @@ class Pipeline:
                     yesterday = datetime.now(UTC).date() - timedelta(days=1)
                     await self.notifications.send_daily_summaries(yesterday)
                 except Exception as exc:
+                    reraise_if_cancelling(exc)
                     log.error("scheduler.daily_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            await reconciliation.daily(self.rt)  # yesterday against the bank, once; never raises
+            await settlements.daily(self.rt)  # yesterday's settlements, once; never raises
             await asyncio.sleep(SUMMARY_CHECK_S)
 
     async def stop(self) -> None:
@@ -113,6 +122,8 @@ class Pipeline:
         if self.notifications is not None:
             await self.notifications.stop()
         await self.bus.close()
+        if self.fraud is not None:
+            await self.fraud.close()
         close = getattr(self.bank, "aclose", None)
         if close is not None:
             with contextlib.suppress(Exception):
@@ -139,3 +150,4 @@ class Pipeline:
                     created=now_s(),
                 )
             )
+        metrics.BUS_DEAD_LETTERS.labels(consumer).inc()

@@ -245,7 +245,9 @@ async def test_every_operation_documents_its_success_response_with_a_schema(
         assert ok, f"{method.upper()} {path} documents no success"
         for status, response in ok.items():
             assert response.get("description"), f"{method.upper()} {path} {status}"
-            schema = response["content"][JSON]["schema"]
+            content = response["content"]
+            # JSON, or a file's own media type (a payout file is application/xml).
+            schema = (content.get(JSON) or next(iter(content.values())))["schema"]
             assert resolve(doc, schema), f"{method.upper()} {path} {status}: empty schema"
 
 
@@ -292,10 +294,15 @@ async def test_documented_examples_are_accepted(
         if method != "post":
             continue
         url = re.sub(r"\{[^}]+\}", "missing_0", path)
-        headers = ADMIN if path.startswith("/v1/merchants") else auth
+        admin_only = ("/v1/merchants", "/v1/settlements/run", "/v1/reconciliation")
+        headers = ADMIN if path.startswith(admin_only) else auth
         for example in examples_of(doc, op):
             r = await client.post(url, json=example, headers={**headers, **idem()})
             sent += 1
+            if r.status_code == 502 and path == "/v1/reconciliation/run":
+                # Validated; there is no bank here to fetch the day's report from.
+                assert r.json()["error"]["code"] == "bank_report_unavailable"
+                continue
             # Accepted by validation: done, or an object the example names does not exist here.
             assert r.status_code in (200, 201, 202, 404), f"POST {path} {example}: {r.text}"
             if r.status_code == 404:

@@ -11,17 +11,23 @@ from starlette.types import ASGIApp
 from paygate import __version__
 from paygate.api import errors, health, openapi
 from paygate.api.limits import BodyLimit, NoNul
+from paygate.api.metering import MetricsMiddleware
 from paygate.config import Settings, get_settings
 from paygate.customers.routes import router as customers_router
 from paygate.edge import apikeys, audit, tokens
 from paygate.edge.http import EdgeMiddleware
 from paygate.edge.state import Edge
+from paygate.fraud.routes import router as fraud_router
+from paygate.fraud.rules_routes import router as fraud_rules_router
 from paygate.ledger.routes import router as ledger_router
 from paygate.merchants.routes import router as merchants_router
 from paygate.notifications.routes import router as notifications_router
 from paygate.payments.routes import router as payments_router
+from paygate.platform.tracing import instrument_app
+from paygate.reconciliation.routes import router as reconciliation_router
 from paygate.refunds.routes import router as refunds_router
 from paygate.runtime import Runtime, read_cache_enabled
+from paygate.settlements.routes import router as settlements_router
 
 DESCRIPTION = """
 Card payments, refunds and customers over a versioned JSON API.
@@ -43,10 +49,12 @@ back in `If-None-Match` to get `304` until the object changes.
 
 class PaygateAPI(FastAPI):
     """The API with the edge (paygate.edge.http) outside everything else, the framework's own
-    error handling included, so that even its answers carry the edge's headers."""
+    error handling included, so that even its answers carry the edge's headers; the HTTP metrics
+    outside the edge, so that its answers are counted too."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return EdgeMiddleware(super().build_middleware_stack(), self.state.runtime.settings)
+        edge = EdgeMiddleware(super().build_middleware_stack(), self.state.runtime.settings)
+        return MetricsMiddleware(edge)
 
 
 def create_app(
@@ -113,6 +121,10 @@ def create_app(
         customers_router,
         notifications_router,
         ledger_router,
+        settlements_router,
+        reconciliation_router,
+        fraud_router,
+        fraud_rules_router,
         apikeys.router,
         audit.router,
         tokens.router,
@@ -122,4 +134,7 @@ def create_app(
         app.mount("/bank", bank_app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NoNul)
+    # A server span per request (its trace continues through the outbox) and a log scope; the
+    # mounted bank simulator traces its own requests.
+    instrument_app(app, excluded_urls="/healthz$,/readyz$,/metrics$,/bank/")
     return app

@@ -15,7 +15,7 @@ from paygate.ids import new_id, now_s
 from paygate.payments import attempts, repository
 from paygate.payments.models import FAILURE_MESSAGES, PaymentState, Status
 from paygate.payments.schemas import PaymentCreate, render
-from paygate.platform import outbox
+from paygate.platform import metrics, outbox
 from paygate.platform.db.tables import payment_methods
 from paygate.vault import cards, tokens
 from paygate.vault import repository as vault
@@ -67,8 +67,11 @@ async def create(
             livemode=livemode,
             payment_id=payment_id,
         )
+        # The BIN for fraud rules (paygate.fraud.attributes); the token kept only the last 4.
+        card_bin = (await vault.reveal_card(conn, keyring, card.token))[:6]
     else:
         assert card_in is not None  # the schema takes exactly one of card and token
+        card_bin = card_in.number[:6]
         fingerprint = keyring.fingerprint(card_in.number, "card")
         card = tokens.VaultedCard(
             token=await vault.store_card(conn, keyring, card_in.number, fingerprint),
@@ -112,6 +115,8 @@ async def create(
         "description": request.description,
         "metadata": request.metadata,
         "risk": None,
+        "card_bin": card_bin,
+        "ip_address": request.ip_address,
         "version": 1,
         "created": now,
         "updated": now,
@@ -120,6 +125,7 @@ async def create(
     if card.cvc is not None:
         await vault.store_cvc(conn, keyring, row["id"], card.cvc, expires_at=now + cvc_ttl_s)
     await repository.log(conn, row["id"], "payment.created", state.status, state.amount)
+    metrics.payment_changed(conn, state.status, None, before=None, created=now)
     payment = render(row)
     await outbox.emit(
         conn, type="payment.created", obj=payment, merchant_id=merchant_id, sequence=1
@@ -176,6 +182,9 @@ async def transition(
     if not await repository.update(conn, row["id"], row["version"], values):
         raise StateConflict("The payment changed while this request ran; retry it.")
     updated = {**row, **values, "version": row["version"] + 1}
+    metrics.payment_changed(
+        conn, values["status"], new.failure_code, before=row["status"], created=row["created"]
+    )
     entry = log_type or event or "payment.updated"
     await repository.log(
         conn, row["id"], entry, values["status"], new.amount_captured or new.amount, details

@@ -26,14 +26,17 @@ from paygate.connectors.base import (
     RefundRequest,
     VoidRequest,
 )
+from paygate.connectors.metered import MeteredConnector
+from paygate.fraud import reviews
 from paygate.ids import now_s
 from paygate.ledger import service as ledger
 from paygate.ledger.models import Pricing
+from paygate.merchants import terms as merchant_terms
 from paygate.payments import attempts
 from paygate.payments import repository as payments
 from paygate.payments.models import FAILURE_CODES, Status
 from paygate.payments.service import state_of, transition
-from paygate.platform import outbox
+from paygate.platform import metrics, outbox
 from paygate.platform.bus import Bus, Event
 from paygate.platform.db.tables import payment_methods, refunds
 from paygate.platform.faults import crash_point
@@ -48,7 +51,8 @@ CUSTOMER_INITIATED = ("authorize", "sale")
 class Processor:
     def __init__(self, rt: Runtime, bank: BankConnector) -> None:
         self.rt = rt
-        self.bank = bank
+        # Timed and counted per operation and outcome (paygate.connectors.metered).
+        self.bank: BankConnector = MeteredConnector(bank)
         self.settings = rt.settings
         self.pricing = Pricing()
 
@@ -59,6 +63,7 @@ class Processor:
                 "payment.fraud_assessed",
                 "payment.capture_requested",
                 "payment.cancel_requested",
+                "payment.review_rejected",
                 "refund.created",
             ],
             self.on_event,
@@ -84,6 +89,7 @@ class Processor:
             if row is None or row["status"] != Status.PENDING:
                 created = None
             elif risk["decision"] == "decline":
+                metrics.fraud_decided(conn, "decline")
                 await transition(
                     conn,
                     row,
@@ -94,6 +100,7 @@ class Processor:
                 )
                 await vault.destroy_cvc(conn, payment_id)
             else:
+                metrics.fraud_decided(conn, risk["decision"])
                 await transition(
                     conn,
                     row,
@@ -335,31 +342,42 @@ class Processor:
                 await transition(conn, row, new, event=f"payment.{new.status}")
             return []
         if op == "capture":
-            if approved and status == Status.REQUIRES_CAPTURE:
-                await transition(
-                    conn, row, state.captured(attempt["amount"]), event="payment.succeeded"
+            held = (Status.REQUIRES_CAPTURE, Status.REQUIRES_REVIEW)
+            if approved and status in held:
+                # A payment under review is captured once its review was approved.
+                captured = (
+                    state.approve_review()
+                    if status == Status.REQUIRES_REVIEW
+                    else state.captured(attempt["amount"])
                 )
+                await transition(conn, row, captured, event="payment.succeeded")
                 await self._book_capture(conn, row, attempt["amount"])
-            elif not approved and status == Status.REQUIRES_CAPTURE:
+            elif not approved and status in held:
                 # Refused for good: release the authorization and fail the payment.
                 await transition(conn, row, state.fail("processing_error"), event="payment.failed")
                 return [await self._reverse(conn, row, "authorize")]
             return []
         if op == "void":
-            if approved and status in (Status.REQUIRES_CAPTURE, Status.REQUIRES_REVIEW):
+            if (
+                approved
+                and status == Status.REQUIRES_REVIEW
+                and await reviews.rejected(conn, row["id"])
+            ):
+                await transition(conn, row, state.fail("fraud_suspected"), event="payment.failed")
+            elif approved and status in (Status.REQUIRES_CAPTURE, Status.REQUIRES_REVIEW):
                 await transition(conn, row, state.cancel(), event="payment.canceled")
             return []
         await self._settle_refund(conn, attempt, row, approved, code)
         return []
 
     async def _book_capture(self, conn: AsyncConnection, row: sa.RowMapping, amount: int) -> None:
-        """The ledger entry of captured money, in the transaction of the capture itself."""
+        """The ledger entry of captured money, in the transaction of the capture itself, at the
+        merchant's own pricing and payout delay."""
+        terms = await merchant_terms.terms_for(
+            conn, row["merchant_id"], self.settings.payout_delay_days
+        )
         await ledger.record_capture(
-            conn,
-            row,
-            amount,
-            pricing=self.pricing,
-            payout_delay_days=self.settings.payout_delay_days,
+            conn, row, amount, pricing=terms.pricing, payout_delay_days=terms.payout_delay_days
         )
 
     async def _reverse(self, conn: AsyncConnection, row: sa.RowMapping, op: str) -> str:
@@ -414,8 +432,11 @@ class Processor:
             .where(refunds.c.id == refund_id)
             .values(status=status, failure_code=failure, version=version, updated=now_s())
         )
+        terms = await merchant_terms.terms_for(
+            conn, row["merchant_id"], self.settings.payout_delay_days
+        )
         await ledger.record_refund_result(
-            conn, refund, row, succeeded=approved, pricing=self.pricing
+            conn, refund, row, succeeded=approved, pricing=terms.pricing
         )
         obj = render_refund({**refund, "status": status, "failure_code": failure})
         await outbox.emit(

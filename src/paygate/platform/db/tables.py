@@ -185,6 +185,10 @@ payments = sa.Table(
     sa.Column("description", sa.String(1000)),
     sa.Column("metadata", Json, nullable=False),
     sa.Column("risk", Json),
+    # For fraud rules (paygate.fraud.attributes): the card's first 6 digits (not sensitive on
+    # their own) and the client's IP address from the request; internal, not in the object.
+    sa.Column("card_bin", sa.String(6)),
+    sa.Column("ip_address", sa.String(45)),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created", Time, nullable=False),
     sa.Column("updated", Time, nullable=False),
@@ -273,6 +277,10 @@ outbox = sa.Table(
     sa.Column("payload", Json, nullable=False),
     sa.Column("created", Time, nullable=False),
     sa.Column("published_at", Time),
+    # The W3C trace context (`traceparent`, `tracestate`) of the span that wrote the event, so
+    # that the relay and the consumers continue its trace (paygate.platform.tracing); null when
+    # nothing was traced.
+    sa.Column("trace_context", Json),
     sa.Index("ix_outbox_merchant_position", "merchant_id", "position"),
     sa.Index("ix_outbox_unpublished", "published_at", "position"),
 )
