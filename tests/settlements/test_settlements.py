@@ -127,10 +127,10 @@ async def test_a_negative_balance_is_carried_forward_never_paid(
 ) -> None:
     m = await merchant_with_keys(client)
     store = LocalObjectStore(tmp_path / "objects")
-    start = now_s()
 
     async def settle(days: int) -> dict[str, Any]:
-        now = start + days * 86_400
+        # From the moment of the run (after the charges it must cover), `days` later.
+        now = now_s() + days * 86_400
         day = dt.datetime.fromtimestamp(now, dt.UTC).date()
         made = await service.run_day(runtime, day, store=store, now=now)
         [s] = [x for x in made if x["merchant"] == m["id"]]
