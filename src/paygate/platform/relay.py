@@ -20,6 +20,7 @@ from paygate.platform.bus import Bus
 from paygate.platform.db import Database
 from paygate.platform.db.tables import outbox
 from paygate.platform.logging import log
+from paygate.platform.tasks import reraise_if_cancelling
 
 
 class Relay:
@@ -50,9 +51,7 @@ class Relay:
             try:
                 found = await self.pump()
             except Exception as exc:  # the database may be restarting: keep the loop alive
-                if _cancelling():
-                    # Stopped inside a query: the driver may report it as a database error.
-                    raise asyncio.CancelledError from exc
+                reraise_if_cancelling(exc)
                 log.error("relay.error", error=f"{type(exc).__name__}: {exc}"[:300])
                 found = 0
             if not found:
@@ -153,8 +152,3 @@ class Relay:
             for span in spans:
                 tracing.finish(span, failed)
             tracing.finish(batch, failed)
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

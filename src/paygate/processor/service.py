@@ -30,7 +30,6 @@ from paygate.connectors.metered import MeteredConnector
 from paygate.fraud import reviews
 from paygate.ids import now_s
 from paygate.ledger import service as ledger
-from paygate.ledger.models import Pricing
 from paygate.merchants import terms as merchant_terms
 from paygate.payments import attempts
 from paygate.payments import repository as payments
@@ -54,7 +53,6 @@ class Processor:
         # Timed and counted per operation and outcome (paygate.connectors.metered).
         self.bank: BankConnector = MeteredConnector(bank)
         self.settings = rt.settings
-        self.pricing = Pricing()
 
     def register(self, bus: Bus) -> None:
         bus.subscribe(
