@@ -39,10 +39,13 @@ from tests.processor.records import (
 )
 from tests.support import idem, payment_body
 
-READ_TIMEOUT_S = 0.3
-# How long the simulator holds a hung answer: past our read timeout, so a hung call is a timeout;
-# short, because the simulator's server waits for it when it stops.
-HANG_S = 0.6
+# The read timeout of the tests that make the bank hang, and how long it hangs: past that timeout,
+# so a hung call is a timeout; short, because the simulator's server waits for it when it stops.
+# Every other test reads patiently: on a loaded machine an answer can take a second, and a test
+# that expects an answer must not see a timeout instead.
+READ_TIMEOUT_S = 1.5
+HANG_S = 3.0
+PATIENT_READ_S = 10.0
 
 
 @pytest.fixture
@@ -86,6 +89,14 @@ def _connector(bank_url: str, read_timeout: float) -> HttpBankConnector:
 
 @pytest.fixture
 async def processor(runtime: Runtime, bank_url: str) -> AsyncIterator[Processor]:
+    connector = _connector(bank_url, PATIENT_READ_S)
+    yield Processor(runtime, connector)
+    await connector.aclose()
+
+
+@pytest.fixture
+async def hasty_processor(runtime: Runtime, bank_url: str) -> AsyncIterator[Processor]:
+    """A processor that gives up on the bank before a hung answer arrives."""
     connector = _connector(bank_url, READ_TIMEOUT_S)
     yield Processor(runtime, connector)
     await connector.aclose()
@@ -127,7 +138,7 @@ async def _die_after_bank_call(
     its answer (what a shutdown, or a crash, does to a call in flight)."""
     # Held long enough for the cancellation to land while the call is still in flight.
     await set_faults(bank, timeout_rate=1, hang_s=1.0)
-    patient = _connector(bank_url, read_timeout=10)
+    patient = _connector(bank_url, PATIENT_READ_S)
     task = asyncio.create_task(Processor(rt, patient).on_event(event))
     await eventually(lambda: bank_ops(bank, pid), lambda ops: len(ops) == 1, every_s=0.01)
     task.cancel()
@@ -205,7 +216,7 @@ async def test_timeout_is_resolved_by_lookup_not_by_sending_again(
     client: httpx.AsyncClient,
     auth: dict[str, str],
     runtime: Runtime,
-    processor: Processor,
+    hasty_processor: Processor,
     bank: httpx.AsyncClient,
 ) -> None:
     # Every operation is applied, then answered too late; look-ups never hang. The switch stays
@@ -213,13 +224,13 @@ async def test_timeout_is_resolved_by_lookup_not_by_sending_again(
     await set_faults(bank, timeout_rate=1, hang_s=HANG_S)
     pid = await _create(client, auth)
     event = await _assessed(runtime, pid)
-    await processor.on_event(event)
+    await hasty_processor.on_event(event)
 
     assert (await _payment(client, auth, pid))["status"] == "processing"
     assert await attempt_states(runtime.db, pid) == {f"{pid}:sale": "unknown"}
     assert await bank_ops(bank, pid) == [("sale", "sale", "approved", 1999)]  # applied all the same
 
-    await processor.on_event(event)  # a redelivery: the attempt is looked up
+    await hasty_processor.on_event(event)  # a redelivery: the attempt is looked up
     payment = await _payment(client, auth, pid)
     assert (payment["status"], payment["amount_captured"]) == ("succeeded", 1999)
     assert await bank_ops(bank, pid) == [("sale", "sale", "approved", 1999)]
@@ -232,7 +243,7 @@ async def test_attempt_left_pending_by_a_dead_worker_is_resolved_by_lookup(
     client: httpx.AsyncClient,
     auth: dict[str, str],
     runtime: Runtime,
-    processor: Processor,
+    hasty_processor: Processor,
     bank: httpx.AsyncClient,
     bank_url: str,
 ) -> None:
@@ -242,7 +253,7 @@ async def test_attempt_left_pending_by_a_dead_worker_is_resolved_by_lookup(
     assert await bank_log(runtime.db, pid) == []
 
     # Timeouts still on: a second sale would hang; the look-up finds the first one's answer.
-    await Recovery(processor).tick(all_open=True)  # what a restart does first
+    await Recovery(hasty_processor).tick(all_open=True)  # what a restart does first
     payment = await _payment(client, auth, pid)
     assert (payment["status"], payment["amount_captured"]) == ("succeeded", 1999)
     assert await bank_ops(bank, pid) == [("sale", "sale", "approved", 1999)]
@@ -330,23 +341,23 @@ async def test_late_approval_after_the_deadline_is_undone(
     client: httpx.AsyncClient,
     auth: dict[str, str],
     runtime: Runtime,
-    processor: Processor,
+    hasty_processor: Processor,
     bank: httpx.AsyncClient,
     capture: bool,
     undo: tuple[str, str, str, int],
 ) -> None:
     await set_faults(bank, timeout_rate=1, hang_s=HANG_S)
     pid = await _create(client, auth, capture=capture)
-    await processor.on_event(await _assessed(runtime, pid))
+    await hasty_processor.on_event(await _assessed(runtime, pid))
     first = await bank_ops(bank, pid)
     assert [(o[1], o[2]) for o in first] == [("sale" if capture else "authorize", "approved")]
     await set_faults(bank, "PUT", down=True)  # look-ups fail until the deadline has passed
     await _past_deadline(runtime, await _payment(client, auth, pid))
-    await processor.drive_payment(pid)
+    await hasty_processor.drive_payment(pid)
     assert (await _payment(client, auth, pid))["status"] == "failed"
 
     await set_faults(bank, "PUT")
-    await processor.drive_payment(pid)
+    await hasty_processor.drive_payment(pid)
     assert await bank_ops(bank, pid) == [*first, undo]
     payment = await _payment(client, auth, pid)
     assert (payment["status"], payment["failure_code"]) == ("failed", "processing_error")
