@@ -197,6 +197,21 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def scale_out(request: pytest.FixtureRequest, database_url: str) -> dict[str, Any]:
+    """The settings of the run mode a database stands for in the end-to-end suites (DESIGN.md
+    section 3): SQLite is the embedded default (in-process bus, memory cache); PostgreSQL runs
+    with the scale-out engines, NATS JetStream and Redis, under a namespace of the test's own so
+    that no test sees another's streams, counters or cached reads."""
+    if database_url.startswith("sqlite"):
+        return {}
+    request.node.add_marker("scale_out")  # counted in the summary at the end of the run
+    return {
+        "bus_url": request.getfixturevalue("nats_url"),
+        "redis_url": request.getfixturevalue("redis_url"),
+        "namespace": f"t{uuid.uuid4().hex[:12]}",
+    }
+
+
 def make_settings(tmp_path: Path, database_url: str, **extra: Any) -> Settings:
     return Settings(
         data_dir=tmp_path,
@@ -253,9 +268,14 @@ def auth(merchant: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {merchant['api_key']}"}
 
 
+E2E_EMBEDDED = "end-to-end, embedded mode (SQLite, in-process bus, memory cache)"
+E2E_SCALE_OUT = "end-to-end, scale-out mode (PostgreSQL, NATS JetStream, Redis)"
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Show that every backend really ran: outcomes per database parameter."""
     counts: dict[str, dict[str, int]] = {}
+    modes: dict[str, dict[str, int]] = {}
     for outcome in ("passed", "failed", "skipped", "error"):
         for report in terminalreporter.stats.get(outcome, []):
             if getattr(report, "when", "call") != "call" and outcome != "error":
@@ -265,8 +285,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
                     counts.setdefault(backend, {}).setdefault(outcome, 0)
                     counts[backend][outcome] += 1
+                    keywords = getattr(report, "keywords", {})
+                    if "scale_out" in keywords or (
+                        backend == "sqlite" and nodeid.startswith("tests/e2e/")
+                    ):
+                        mode = E2E_SCALE_OUT if "scale_out" in keywords else E2E_EMBEDDED
+                        modes.setdefault(mode, {}).setdefault(outcome, 0)
+                        modes[mode][outcome] += 1
     if counts:
         terminalreporter.section("database backends")
         for backend, by_outcome in sorted(counts.items()):
             parts = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items()))
             terminalreporter.write_line(f"{backend}: {parts}")
+        for mode, by_outcome in sorted(modes.items()):
+            parts = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items()))
+            terminalreporter.write_line(f"{mode}: {parts}")

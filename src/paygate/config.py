@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     bus_url: str | None = None
     redis_url: str | None = None
+    # Names this gateway's NATS subjects and streams and prefixes its Redis keys, so that
+    # several gateways (staging beside production, or test runs) can share one broker and one
+    # Redis. NATS takes it in subject tokens and stream names: lowercase letters, digits, `_`.
+    namespace: str = Field(default="paygate", pattern=r"^[a-z][a-z0-9_]{0,31}$")
     bank_url: str | None = None
     bank_port: int = 8090
     bank_api_key: str = "bank_sk_dev"

@@ -46,7 +46,7 @@ class Runtime:
             db=Database(settings.resolved_database_url, pool_size=settings.db_pool_size),
             keyring=Keyring(settings.vault_keyring(), fingerprint_key=hmac_key),
             hmac_key=hmac_key,
-            cache=cache_from_url(settings.redis_url),
+            cache=cache_from_url(settings.redis_url, settings.namespace),
             read_cache=read_cache_enabled(settings, embedded=False),
         )
 

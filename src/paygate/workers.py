@@ -18,7 +18,7 @@ from paygate.config import Settings
 from paygate.pipeline import ROLES, Pipeline
 from paygate.platform import exposition, metrics
 from paygate.platform.logging import log
-from paygate.platform.nats_bus import NatsBus
+from paygate.platform.nats_bus import connect_bus
 from paygate.runtime import Runtime
 
 WORKERS = ROLES
@@ -55,9 +55,7 @@ async def run_worker(role: str, settings: Settings, *, health_port: int | None =
     if not settings.bus_url:
         raise ValueError("PAYGATE_BUS_URL must name a NATS server for `paygate worker`")
     rt = Runtime.from_settings(settings)
-    bus = NatsBus(settings.bus_url)
-    await bus.connect()
-    rt.bus = bus
+    bus = rt.bus = await connect_bus(settings.bus_url, settings.namespace)
     bank_url = settings.bank_url or f"http://127.0.0.1:{settings.bank_port}"
     pipeline = Pipeline.over_http(rt, bank_url, bus=bus, roles=[role])
     bus.dead_letter = pipeline.dead_letter

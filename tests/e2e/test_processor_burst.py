@@ -21,16 +21,20 @@ from paygate.payments.attempts import OPEN
 from paygate.pipeline import Pipeline
 from paygate.platform.db.tables import bank_attempts, outbox, payments
 from paygate.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import make_settings, scale_out
 from tests.processor.records import bank_ops, eventually
 from tests.support import idem, payment_body
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Settings:
     # A burst must not meet the merchant's rate limit; recovery looks again at every pass.
     return make_settings(
-        tmp_path, database_url, recovery_backoff_scale=1e-5, default_tier="unlimited"
+        tmp_path,
+        database_url,
+        recovery_backoff_scale=1e-5,
+        default_tier="unlimited",
+        **scale_out(request, database_url),
     )
 
 

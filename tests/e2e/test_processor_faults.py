@@ -1,5 +1,6 @@
-"""The processor under bank faults, through the whole in-process pipeline (API → outbox → relay →
-fraud → processor → the bank simulator over HTTP → recovery), on SQLite and PostgreSQL.
+"""The processor under bank faults, through the whole pipeline (API → outbox → relay → bus →
+fraud → processor → the bank simulator over HTTP → recovery), in both run modes: embedded on
+SQLite, scale-out on PostgreSQL, NATS JetStream and Redis.
 
 Each test reads what the bank did from the bank's own audit listing, and what we did from our
 tables: never charged twice, nothing lost, every outcome where the state machine says."""
@@ -17,14 +18,12 @@ import pytest
 import sqlalchemy as sa
 
 from paygate.config import Settings
-from paygate.connectors.breaker import CircuitBreaker
-from paygate.connectors.http import HttpBankConnector, RetryPolicy
 from paygate.pipeline import Pipeline
 from paygate.platform.bus import Event, LocalBus
 from paygate.platform.db.tables import outbox
 from paygate.runtime import Runtime
-from tests.conftest import make_settings
-from tests.e2e.conftest import BANK_KEY
+from tests.conftest import make_settings, scale_out
+from tests.e2e.conftest import quick_connector, running_pipeline
 from tests.processor.records import (
     attempt_states,
     attempts_of,
@@ -50,29 +49,25 @@ def settings_extra() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, settings_extra: dict[str, Any]) -> Settings:
+def settings(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    database_url: str,
+    settings_extra: dict[str, Any],
+) -> Settings:
     # Back-offs scaled down so that recovery looks again at every pass (0.1 s); bursts of
     # payments must not meet the merchant's rate limit.
     base = {"recovery_backoff_scale": 1e-5, "default_tier": "unlimited"}
-    return make_settings(tmp_path, database_url, **{**base, **settings_extra})
+    engines = scale_out(request, database_url)
+    return make_settings(tmp_path, database_url, **{**base, **engines, **settings_extra})
 
 
 @pytest.fixture
 async def patient_pipeline(runtime: Runtime, bank_url: str) -> AsyncIterator[Pipeline]:
     """The pipeline with a longer read timeout (1.5 s), for a test that must act at the bank
     between an operation being applied and our call giving up on its answer."""
-    connector = HttpBankConnector(
-        bank_url,
-        BANK_KEY,
-        read_timeout=PATIENT_READ_S,
-        retry=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
-        breaker=CircuitBreaker(failure_threshold=1000, reset_timeout_s=0.1),
-    )
-    pipeline = Pipeline(runtime, connector)
-    pipeline.recovery.interval_s = 0.1
-    pipeline.start()
-    yield pipeline
-    await pipeline.stop()
+    async with running_pipeline(runtime, quick_connector(bank_url, PATIENT_READ_S)) as pipeline:
+        yield pipeline
 
 
 async def _create(
@@ -319,6 +314,9 @@ async def test_uncaptured_authorization_expires(
     assert events.count("payment.canceled") == 1
 
 
+# The in-process bus's own dead-lettering, with its retries made quick; NATS JetStream's, with
+# its real back-off, is proven by the bus contract suite (tests/platform/test_bus_contract.py).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_failing_consumer_is_dead_lettered_after_its_retries(
     client: httpx.AsyncClient,
     auth: dict[str, str],

@@ -15,9 +15,9 @@ import pytest
 
 from paygate.config import Settings
 from paygate.notifications.worker import NotificationService
-from paygate.pipeline import Pipeline
 from paygate.runtime import Runtime
-from tests.conftest import make_settings, new_merchant
+from tests.conftest import make_settings, new_merchant, scale_out
+from tests.e2e.conftest import quick_connector, running_pipeline
 from tests.notifications.support import Receiver, SmtpServer, eventually, verify
 from tests.support import idem, payment_body
 
@@ -34,10 +34,13 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, smtp: SmtpServer) -> Settings:
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str, smtp: SmtpServer
+) -> Settings:
     return make_settings(
         tmp_path,
         database_url,
+        **scale_out(request, database_url),
         webhook_allow_private=True,  # the receivers listen on the loopback
         webhook_backoff_scale=1e-4,
         smtp_url=f"smtp://127.0.0.1:{smtp.controller.port}?from=receipts@shop.example",
@@ -52,15 +55,16 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def notifier(runtime: Runtime, pipeline: Pipeline) -> AsyncIterator[NotificationService]:
-    """Wired as the pipeline will wire it: registered on its bus, the loop as a task. The global
-    cap is small, so that the isolation test shows the per-endpoint bound at work: without it,
-    a slow endpoint's backlog would take every slot."""
+async def notifier(runtime: Runtime, bank_url: str) -> AsyncIterator[NotificationService]:
+    """Wired as the pipeline wires it: registered on its bus before the bus starts, the loop as
+    a task. The global cap is small, so that the isolation test shows the per-endpoint bound at
+    work: without it, a slow endpoint's backlog would take every slot."""
     service = NotificationService(runtime, poll_s=0.05, max_in_flight=6)
-    service.register(pipeline.bus)
-    task = asyncio.create_task(service.run(), name="notifications")
-    yield service
-    await service.stop()
+    bank = quick_connector(bank_url)
+    async with running_pipeline(runtime, bank, wire=lambda p: service.register(p.bus)):
+        task = asyncio.create_task(service.run(), name="notifications")
+        yield service
+        await service.stop()
     assert task.done()
 
 

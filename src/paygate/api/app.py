@@ -88,11 +88,9 @@ def create_app(
             pipeline.start()
         elif settings.bus_url and rt.bus is None:
             # The API writes events to the outbox only; the broker connection is for /readyz.
-            from paygate.platform.nats_bus import NatsBus
+            from paygate.platform.nats_bus import connect_bus
 
-            bus = NatsBus(settings.bus_url)
-            await bus.connect()
-            rt.bus = bus
+            rt.bus = await connect_bus(settings.bus_url, settings.namespace)
         yield
         if pipeline is not None:
             await pipeline.stop()

@@ -156,10 +156,12 @@ def _bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-def counter_store_from_url(url: str | None) -> MemoryCounterStore | RedisCounterStore:
-    """Redis when `PAYGATE_REDIS_URL` is set (every worker sees the same counts), else memory
-    (the embedded default, one process)."""
-    return RedisCounterStore(url) if url else MemoryCounterStore()
+def counter_store_from_url(
+    url: str | None, namespace: str = "paygate"
+) -> MemoryCounterStore | RedisCounterStore:
+    """Redis when `PAYGATE_REDIS_URL` is set (every worker sees the same counts; keys under
+    `<namespace>:`), else memory (the embedded default, one process)."""
+    return RedisCounterStore(url, prefix=f"{namespace}:") if url else MemoryCounterStore()
 
 
 def bucket_keys(series: str, hour: int) -> list[str]:

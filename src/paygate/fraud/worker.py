@@ -43,9 +43,9 @@ class FraudWorker:
         self, rt: Runtime, *, store: CounterStore | None = None, scorer: Scorer | None = None
     ) -> None:
         self.rt = rt
-        self.store: CounterStore = (
-            store if store is not None else counter_store_from_url(rt.settings.redis_url)
-        )
+        if store is None:
+            store = counter_store_from_url(rt.settings.redis_url, rt.settings.namespace)
+        self.store: CounterStore = store
         self._scorer = scorer
         self._test_cards = {
             rt.keyring.fingerprint(number, "card"): number

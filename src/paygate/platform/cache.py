@@ -190,5 +190,6 @@ def _bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-def cache_from_url(url: str | None) -> Cache:
-    return RedisCache(url) if url else MemoryCache()
+def cache_from_url(url: str | None, namespace: str = "paygate") -> Cache:
+    """Redis when a URL is given (its keys under `<namespace>:`), else memory."""
+    return RedisCache(url, prefix=f"{namespace}:") if url else MemoryCache()

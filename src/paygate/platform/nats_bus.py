@@ -253,6 +253,14 @@ class NatsBus:
             self._js = None
 
 
+async def connect_bus(url: str, namespace: str = PREFIX) -> NatsBus:
+    """The bus of a scale-out process (`PAYGATE_BUS_URL`, `PAYGATE_NAMESPACE`), connected and
+    its streams in place."""
+    bus = NatsBus(url, prefix=namespace)
+    await bus.connect()
+    return bus
+
+
 def _body(event: Event) -> bytes:
     """The event as stored in the outbox: its trace context travels in the headers."""
     if tracing.CARRIER_KEY in event:
