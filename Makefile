@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install migrate cluster bench clean
+.PHONY: run test lint install migrate cluster bench clean promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,16 @@ BENCH_ARGS ?= --mode both
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-test: $(STAMP)
+# promtool (Debian's prometheus package) checks the alert rules in deploy/; the tests that use it
+# fail without it. Installed here when missing and apt-get can (as root); a new machine may have
+# no package lists yet, so they are read once first.
+PROMTOOL_INSTALL := apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1
+promtool:
+	@command -v promtool >/dev/null || $(PROMTOOL_INSTALL) || \
+		{ apt-get update -q >/dev/null 2>&1 && $(PROMTOOL_INSTALL); } || \
+		echo "promtool is missing: install Debian's prometheus package for the alert-rule tests"
+
+test: $(STAMP) promtool
 	$(BIN)/pytest
 
 lint: $(STAMP)
