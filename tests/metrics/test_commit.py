@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 
+from paygate.api import errors
 from paygate.payments import repository
 from paygate.payments.service import state_of, transition
 from paygate.platform import metrics
@@ -72,3 +75,25 @@ async def test_a_transition_rolled_back_is_not_counted(
     after = await scrape(client)
     assert after.delta(before, "paygate_payments_total", status="canceled") == 1
     assert after.delta(before, "paygate_payment_outcome_seconds_count", status="canceled") == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_lost_connection_fails_as_itself_with_counts_pending(runtime: Runtime) -> None:
+    """A connection the server drops mid-transaction (a database restart) surfaces as the
+    connection error that it is, which the API answers with 503 and Retry-After; the counts
+    pending on it are dropped with it. Reading them while rolling back the dead connection
+    used to raise SQLAlchemy's PendingRollbackError instead: a 500."""
+    seen: list[str] = []
+    with pytest.raises(DBAPIError) as raised:
+        async with runtime.db.transaction() as conn:
+            metrics.on_commit(conn, lambda: seen.append("counted"))
+            savepoint = await conn.begin_nested()  # as an idempotent request's effects run
+            metrics.on_commit(conn, lambda: seen.append("counted in the savepoint"))
+            await conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            await savepoint.commit()
+    assert raised.value.connection_invalidated
+    assert errors._unavailable(raised.value)
+    assert seen == []
+    async with runtime.db.transaction() as conn:  # the pool hands out a live connection
+        metrics.on_commit(conn, lambda: seen.append("next"))
+    assert seen == ["next"]

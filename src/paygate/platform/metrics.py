@@ -153,14 +153,26 @@ def on_commit(conn: Any, count: Callable[[], None]) -> None:
     conn.info.setdefault(_PENDING, []).append(count)
 
 
+def _info(conn: Any) -> dict[Any, Any]:
+    """The connection's info, or an empty dict while the connection is invalidated (the server
+    dropped it): the counts pending on it went with its DBAPI connection, and asking for its
+    info then would raise, in place of the connection error being handled."""
+    if conn.invalidated:
+        return {}
+    info: dict[Any, Any] = conn.info
+    return info
+
+
 def _clear(conn: Any, *_args: Any) -> None:
-    conn.info.pop(_PENDING, None)
-    conn.info.pop(_SAVEPOINTS, None)
+    info = _info(conn)
+    info.pop(_PENDING, None)
+    info.pop(_SAVEPOINTS, None)
 
 
 def _committed(conn: Any) -> None:
-    pending: list[Callable[[], None]] = conn.info.pop(_PENDING, [])
-    conn.info.pop(_SAVEPOINTS, None)
+    info = _info(conn)
+    pending: list[Callable[[], None]] = info.pop(_PENDING, [])
+    info.pop(_SAVEPOINTS, None)
     for count in pending:
         try:
             count()
@@ -170,19 +182,21 @@ def _committed(conn: Any) -> None:
 
 def _savepoint(conn: Any, _name: str | None) -> None:
     # Savepoints nest (SQLAlchemy names them only after this event): a stack of marks.
-    conn.info.setdefault(_SAVEPOINTS, []).append(len(conn.info.get(_PENDING, [])))
+    info = _info(conn)
+    info.setdefault(_SAVEPOINTS, []).append(len(info.get(_PENDING, [])))
 
 
 def _savepoint_released(conn: Any, _name: str, _context: Any) -> None:
-    marks = conn.info.get(_SAVEPOINTS)
+    marks = _info(conn).get(_SAVEPOINTS)
     if marks:
         marks.pop()
 
 
 def _savepoint_rolled_back(conn: Any, _name: str, _context: Any) -> None:
-    marks = conn.info.get(_SAVEPOINTS)
+    info = _info(conn)
+    marks = info.get(_SAVEPOINTS)
     if marks:
-        del conn.info.get(_PENDING, [])[marks.pop() :]
+        del info.get(_PENDING, [])[marks.pop() :]
 
 
 event.listen(Engine, "begin", _clear)
