@@ -272,8 +272,16 @@ E2E_EMBEDDED = "end-to-end, embedded mode (SQLite, in-process bus, memory cache)
 E2E_SCALE_OUT = "end-to-end, scale-out mode (PostgreSQL, NATS JetStream, Redis)"
 
 
+def _backend_of(nodeid: str) -> str | None:
+    for backend in ("sqlite", "postgresql"):
+        if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
+            return backend
+    return None
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Show that every backend really ran: outcomes per database parameter."""
+    """Show that every backend and both run modes really ran: outcomes per database parameter,
+    and of the end-to-end tests per mode."""
     counts: dict[str, dict[str, int]] = {}
     modes: dict[str, dict[str, int]] = {}
     for outcome in ("passed", "failed", "skipped", "error"):
@@ -281,22 +289,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             if getattr(report, "when", "call") != "call" and outcome != "error":
                 continue
             nodeid = getattr(report, "nodeid", "")
-            for backend in ("sqlite", "postgresql"):
-                if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
-                    counts.setdefault(backend, {}).setdefault(outcome, 0)
-                    counts[backend][outcome] += 1
-                    keywords = getattr(report, "keywords", {})
-                    if "scale_out" in keywords or (
-                        backend == "sqlite" and nodeid.startswith("tests/e2e/")
-                    ):
-                        mode = E2E_SCALE_OUT if "scale_out" in keywords else E2E_EMBEDDED
-                        modes.setdefault(mode, {}).setdefault(outcome, 0)
-                        modes[mode][outcome] += 1
-    if counts:
-        terminalreporter.section("database backends")
-        for backend, by_outcome in sorted(counts.items()):
+            backend = _backend_of(nodeid)
+            if backend is not None:
+                counts.setdefault(backend, {}).setdefault(outcome, 0)
+                counts[backend][outcome] += 1
+            mode = None
+            if "scale_out" in getattr(report, "keywords", {}):
+                mode = E2E_SCALE_OUT
+            elif backend == "sqlite" and nodeid.startswith("tests/e2e/"):
+                mode = E2E_EMBEDDED
+            if mode is not None:
+                modes.setdefault(mode, {}).setdefault(outcome, 0)
+                modes[mode][outcome] += 1
+    if counts or modes:
+        terminalreporter.section("database backends and run modes")
+        for name, by_outcome in [*sorted(counts.items()), *sorted(modes.items())]:
             parts = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items()))
-            terminalreporter.write_line(f"{backend}: {parts}")
-        for mode, by_outcome in sorted(modes.items()):
-            parts = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items()))
-            terminalreporter.write_line(f"{mode}: {parts}")
+            terminalreporter.write_line(f"{name}: {parts}")

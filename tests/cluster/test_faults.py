@@ -34,12 +34,7 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.nats,
     pytest.mark.redis,
-    # The PostgreSQL-restart phase does not always settle every capture in time on a 2-core
-    # machine (seen twice in four runs); until that is understood it runs on demand.
-    pytest.mark.skipif(
-        os.environ.get("PAYGATE_CLUSTER_TESTS") != "1",
-        reason="the cluster fault test runs with PAYGATE_CLUSTER_TESTS=1",
-    ),
+    pytest.mark.scale_out,
 ]
 
 PAYMENTS = 120  # per fault
