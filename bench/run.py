@@ -150,9 +150,10 @@ def run_gateway(mode: str, folder: Path, a: argparse.Namespace) -> dict[str, Any
     if mode == "scaleout":
         say("scale-out: PostgreSQL (pgserver)")
     pg = servers.Postgres(folder / "postgres") if mode == "scaleout" else None
+    redis = servers.Redis(folder / "redis") if mode == "scaleout" else None
     gw: servers.Gateway | None = None
     try:
-        gw = servers.Gateway(mode, folder, pg)
+        gw = servers.Gateway(mode, folder, pg, redis)
         t0 = time.monotonic()
         if a.smoke:
             # A smoke run's figures mean nothing: the gateway boots while the limits run.
@@ -185,6 +186,7 @@ def run_gateway(mode: str, folder: Path, a: argparse.Namespace) -> dict[str, Any
             scenarios[name] = figures
             acked += out.tally.acked
         result["scenarios"] = scenarios
+        result["footprint"] = gw.footprint()
         result["durability"] = durability(gw, acked, a)
         return result
     finally:
@@ -192,6 +194,8 @@ def run_gateway(mode: str, folder: Path, a: argparse.Namespace) -> dict[str, Any
             gw.server.stop()
         if pg is not None:
             pg.stop()
+        if redis is not None:
+            redis.stop()
         say(f"gateway: {mode} stopped")
 
 

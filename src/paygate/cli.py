@@ -182,6 +182,53 @@ def top(
     raise typer.Exit(run(urls, interval_s=interval, once=once))
 
 
+@app.command()
+def estimate(
+    tps: Annotated[float, typer.Option(help="Target payments per second (the peak).")],
+    retention_days: Annotated[int, typer.Option(help="How long payments are kept.")] = 2555,
+    reads_per_payment: Annotated[float, typer.Option(help="Status reads per payment.")] = 2.0,
+    average_share: Annotated[
+        float, typer.Option(help="Share of the peak sustained over a day (storage).")
+    ] = 1.0,
+    cores_per_machine: Annotated[int, typer.Option(help="Cores of one machine.")] = 8,
+    utilization: Annotated[float, typer.Option(help="Plan to run this busy at the peak.")] = 0.6,
+    results: Annotated[
+        Path | None,
+        typer.Option(help="A `make bench` results file (default: the newest in bench/results)."),
+    ] = None,
+) -> None:
+    """The capacity plan for a target load, from the figures `make bench` measured."""
+    from rich.table import Table
+
+    from paygate import estimate as capacity
+
+    try:
+        path = results or capacity.latest_results(Path("bench/results"))
+        measured = capacity.load_results(path)
+        lines = capacity.plan(
+            measured,
+            capacity.Target(
+                tps=tps,
+                retention_days=retention_days,
+                reads_per_payment=reads_per_payment,
+                average_share=average_share,
+                cores_per_machine=cores_per_machine,
+                utilization=utilization,
+            ),
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--results") from None
+    table = Table(title=f"Capacity for {tps:,g} payments/s, from {path}")
+    for column in ("", "what", "needs", "from the measured"):
+        table.add_column(column)
+    for i, line in enumerate(lines):
+        first = i == 0 or lines[i - 1].section != line.section
+        last = i + 1 == len(lines) or lines[i + 1].section != line.section
+        section = line.section if first else ""
+        table.add_row(section, line.item, line.value, line.basis, end_section=last)
+    Console().print(table)
+
+
 @app.command("bank-sim")
 def bank_sim(
     port: Annotated[int | None, typer.Option(help="HTTP port (PAYGATE_BANK_PORT).")] = None,

@@ -1,0 +1,274 @@
+"""Capacity planning (`paygate estimate`): what a target load needs, worked out from what
+`make bench` measured on the scale-out topology (`bench/results/*.json`), never from guesses.
+
+Per payment, the bench's `end_to_end` scenario gives the CPU each component spent (the API's
+server processes, each worker role, PostgreSQL, NATS, Redis), the database commits, and, from
+its `footprint`, the bytes a payment leaves in the database and in Redis and the size of its
+events. `status_reads` gives the CPU of one status read. The plan scales those linearly to the
+target rate: a component that needs N cores at the target runs as N / utilization processes
+(a Python process uses one core), and the engines get machines of `cores_per_machine`.
+
+Linear scaling is what the architecture is built for (stateless processes, a database
+partitioned by merchant, a partitioned stream per domain); the plan says where that assumption
+carries most weight, so that an architect knows what to measure next. Pure: no I/O but
+`load_results`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GATEWAY_ROLES = ("api", "relay", "fraud", "processor", "notifier", "scheduler")
+ENGINES = ("postgresql", "nats", "redis")
+DAY_S = 86_400
+# The consumers of the payment stream: fraud, processor and notifications.
+CONSUMERS_PER_EVENT = 3
+
+
+def component_of(process_name: str) -> str | None:
+    """The component a process of the bench's table belongs to; None for what a deployment
+    does not run (the bank simulator stands in for the bank, `paygate cluster` for a
+    supervisor)."""
+    if process_name in ("server worker", "paygate api"):
+        return "api"
+    if process_name.startswith("paygate worker "):
+        return process_name.removeprefix("paygate worker ")
+    return {"postgres": "postgresql", "nats-server": "nats", "redis-server": "redis"}.get(
+        process_name
+    )
+
+
+def _cpu_ms_per_op(scenario: dict[str, Any], ops: float) -> dict[str, float]:
+    cpu: dict[str, float] = {}
+    for process in scenario["server"]["processes"]:
+        component = component_of(process["name"])
+        if component is not None:
+            cpu[component] = cpu.get(component, 0.0) + process["cpu_s"] * 1000 / ops
+    return cpu
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Per payment (or per read), from one scale-out bench run."""
+
+    source: str
+    cpu_ms: dict[str, float]
+    read_cpu_ms: dict[str, float]
+    commits_per_payment: float
+    footprint: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_results(cls, results: dict[str, Any], source: str = "") -> Measured:
+        mode = results.get("modes", {}).get("scaleout")
+        if not mode or "scenarios" not in mode:
+            raise ValueError(f"{source or 'the results'}: no scale-out run (make bench)")
+        e2e = mode["scenarios"]["end_to_end"]
+        done = e2e.get("completed_per_s") or 0
+        if not done:
+            raise ValueError(f"{source}: the end_to_end scenario completed no payment")
+        payments = done * e2e["seconds"]
+        reads = mode["scenarios"]["status_reads"]
+        commits = (e2e.get("db") or {}).get("commits_per_s") or 0.0
+        return cls(
+            source=source,
+            cpu_ms=_cpu_ms_per_op(e2e, payments),
+            read_cpu_ms=_cpu_ms_per_op(reads, reads["ops_per_s"] * reads["seconds"]),
+            commits_per_payment=commits / done,
+            footprint=mode.get("footprint") or {},
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    tps: float
+    retention_days: int = 2555
+    reads_per_payment: float = 2.0
+    # The share of the peak rate sustained over a day (1: the peak all day long).
+    average_share: float = 1.0
+    cores_per_machine: int = 8
+    # Plan every process and machine to run at most this busy at the target rate.
+    utilization: float = 0.6
+    # How long Redis keeps a payment's keys: the fraud features' longest window.
+    redis_key_lifetime_s: int = 39 * DAY_S
+
+
+@dataclass(frozen=True)
+class Line:
+    section: str
+    item: str
+    value: str
+    basis: str
+
+
+def _count(x: float) -> int:
+    return max(1, math.ceil(x - 1e-9))
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def plan(m: Measured, t: Target) -> list[Line]:
+    """The capacity plan for `t`, from `m`."""
+    if t.tps <= 0 or not 0 < t.utilization <= 1 or t.cores_per_machine < 1:
+        raise ValueError("tps must be positive, utilization in (0, 1], cores at least 1")
+    lines: list[Line] = []
+    reads_per_s = t.tps * t.reads_per_payment
+    gateway_cores = 0.0
+    for role in GATEWAY_ROLES:
+        cores = t.tps * m.cpu_ms.get(role, 0.0) / 1000
+        basis = f"{m.cpu_ms.get(role, 0.0):.1f} ms CPU per payment"
+        if role == "api":
+            cores += reads_per_s * m.read_cpu_ms.get("api", 0.0) / 1000
+            basis += f", {m.read_cpu_ms.get('api', 0.0):.2f} ms per read"
+        if role == "scheduler":  # one holds the lease; a second stands by
+            standby = "one holds the lease, one stands by"
+            lines.append(Line("processes", f"paygate {role}", "2", standby))
+            continue
+        gateway_cores += cores
+        processes = _count(cores / t.utilization)
+        lines.append(Line("processes", f"paygate {role}", f"{processes:,}", basis))
+    machines = _count(gateway_cores / (t.cores_per_machine * t.utilization))
+    lines.append(
+        Line(
+            "processes",
+            "gateway machines",
+            f"{machines:,}",
+            f"{gateway_cores:,.0f} cores busy, {t.cores_per_machine} cores each",
+        )
+    )
+
+    pg_write = t.tps * m.cpu_ms.get("postgresql", 0.0) / 1000
+    pg_read = reads_per_s * m.read_cpu_ms.get("postgresql", 0.0) / 1000
+    per_machine = t.cores_per_machine * t.utilization
+    primaries = _count(pg_write / per_machine)
+    commits = t.tps * m.commits_per_payment
+    lines += [
+        Line(
+            "postgresql",
+            "primaries (partitioned by merchant)",
+            f"{primaries:,}",
+            f"{m.cpu_ms.get('postgresql', 0.0):.1f} ms CPU per payment",
+        ),
+        Line(
+            "postgresql",
+            "read replicas",
+            f"{max(primaries, _count(pg_read / per_machine)):,}",
+            f"at least one per primary; {m.read_cpu_ms.get('postgresql', 0.0):.2f} ms per read",
+        ),
+        Line(
+            "postgresql",
+            "commits per second",
+            f"{commits:,.0f} ({commits / primaries:,.0f} per primary)",
+            f"{m.commits_per_payment:.1f} per payment",
+        ),
+    ]
+
+    events = m.footprint.get("events_per_payment")
+    nats_cores = t.tps * m.cpu_ms.get("nats", 0.0) / 1000
+    partitions = _count(nats_cores / t.utilization)
+    lines.append(
+        Line(
+            "nats",
+            "stream partitions per domain",
+            f"{partitions:,}",
+            f"{m.cpu_ms.get('nats', 0.0):.2f} ms CPU per payment; subjects split by merchant",
+        )
+    )
+    lines.append(
+        Line("nats", "cluster nodes", f"{3 * _count(partitions / per_machine):,}", "3 replicas")
+    )
+    if events:
+        lines.append(
+            Line(
+                "nats",
+                "messages per second",
+                f"{t.tps * events:,.0f} in, {t.tps * events * CONSUMERS_PER_EVENT:,.0f} out",
+                f"{events:.1f} events per payment, {CONSUMERS_PER_EVENT} consumers",
+            )
+        )
+
+    redis = m.footprint.get("redis") or {}
+    redis_cores = t.tps * m.cpu_ms.get("redis", 0.0) / 1000
+    if redis.get("bytes_per_payment"):
+        memory = redis["bytes_per_payment"] * t.tps * t.average_share * t.redis_key_lifetime_s
+        lines.append(
+            Line(
+                "redis",
+                "memory",
+                _bytes(memory),
+                f"{redis['bytes_per_payment']:,} B per payment, kept"
+                f" {t.redis_key_lifetime_s / DAY_S:.0f} days",
+            )
+        )
+    else:
+        lines.append(Line("redis", "memory", "not measured", "run make bench"))
+    lines.append(
+        Line(
+            "redis",
+            "shards",
+            f"{_count(redis_cores / t.utilization):,}",
+            f"{m.cpu_ms.get('redis', 0.0):.2f} ms CPU per payment",
+        )
+    )
+
+    per_payment = m.footprint.get("database_bytes_per_payment")
+    daily = t.tps * t.average_share * DAY_S
+    if per_payment:
+        lines += [
+            Line(
+                "storage",
+                "database per day",
+                _bytes(per_payment * daily),
+                f"{per_payment:,} B per payment, {daily:,.0f} payments a day",
+            ),
+            Line("storage", "database per year", _bytes(per_payment * daily * 365), ""),
+            Line(
+                "storage",
+                f"database for {t.retention_days:,} days",
+                _bytes(per_payment * daily * t.retention_days),
+                "before compression and archiving",
+            ),
+        ]
+    else:
+        lines.append(Line("storage", "database", "not measured", "run make bench"))
+
+    body = m.footprint.get("payment_json_bytes")
+    event_bytes = m.footprint.get("event_bytes")
+    if body and events and event_bytes:
+        api = t.tps * (1 + t.reads_per_payment) * body * 2  # request and answer, about a body
+        bus = t.tps * events * event_bytes * (1 + CONSUMERS_PER_EVENT)
+        db = t.tps * (per_payment or 0) * 2  # rows and the write-ahead log
+        lines.append(
+            Line(
+                "network",
+                "per second",
+                f"{_bytes(api + bus + db)}/s",
+                f"API {_bytes(api)}/s, bus {_bytes(bus)}/s, database {_bytes(db)}/s",
+            )
+        )
+    return lines
+
+
+def latest_results(folder: Path) -> Path:
+    """The newest results file of a run with the scale-out mode (smoke runs left out)."""
+    found = sorted(
+        p
+        for p in folder.glob("*.json")
+        if "-smoke" not in p.name and ("scaleout" in p.name or "both" in p.name)
+    )
+    if not found:
+        raise FileNotFoundError(f"no scale-out results in {folder}: run make bench")
+    return found[-1]
+
+
+def load_results(path: Path) -> Measured:
+    return Measured.from_results(json.loads(path.read_text()), source=str(path))
