@@ -77,8 +77,9 @@ def pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def tree(root: int, marker: str | None = None) -> list[ProcSample]:
-    """Every live process under `root` (and those whose command line holds `marker`)."""
+def tree(root: int, marker: str | None = None, extra: tuple[int, ...] = ()) -> list[ProcSample]:
+    """Every live process under `root` (and those whose command line holds `marker`, and the
+    `extra` ones, such as a server that renames itself)."""
     stats: dict[int, tuple[int, int, float, str]] = {}
     for pid in pids():
         st = _read_stat(pid)
@@ -88,7 +89,7 @@ def tree(root: int, marker: str | None = None) -> list[ProcSample]:
     for pid, (ppid, *_rest) in stats.items():
         children.setdefault(ppid, []).append(pid)
     chosen: set[int] = set()
-    todo = [root] if root in stats else []
+    todo = [p for p in (root, *extra) if p in stats]
     if marker:
         todo += [p for p in stats if p != os.getpid() and any(marker in a for a in _cmdline(p))]
     while todo:

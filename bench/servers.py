@@ -163,10 +163,36 @@ class Redis:
         finally:
             client.close()
 
-    def memory(self) -> dict[str, int]:
-        """Bytes Redis uses for data (`used_memory` less what it used empty) and its keys."""
-        used, keys = self._used()
-        return {"used_bytes": used - self.empty_bytes, "keys": keys}
+    def memory(self, payments: int) -> dict[str, Any]:
+        """What Redis holds per payment, in two classes by how long a key lives: kept longer than
+        a day (velocity counters and their once-per-payment marks) or not (cached reads, rate
+        limits); with the longest time to live seen in each, since the memory a load needs is
+        its rate times how long its keys live."""
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        classes = {
+            "long": {"bytes": 0, "keys": 0, "ttl_s": 0},
+            "short": {"bytes": 0, "keys": 0, "ttl_s": 0},
+        }
+        try:
+            for key in client.scan_iter(count=1000):
+                ttl = int(client.ttl(key))
+                size = int(client.memory_usage(key) or 0)
+                group = classes["long" if ttl > 86_400 or ttl == -1 else "short"]
+                group["bytes"] += size
+                group["keys"] += 1
+                group["ttl_s"] = max(group["ttl_s"], ttl)
+            used = int(client.info("memory")["used_memory"]) - self.empty_bytes
+        finally:
+            client.close()
+        return {
+            "used_bytes": used,
+            **{
+                name: {**group, "bytes_per_payment": round(group["bytes"] / payments)}
+                for name, group in classes.items()
+            },
+        }
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -256,7 +282,8 @@ class Gateway:
 
     def sample(self) -> list[procstat.ProcSample]:
         assert self.server.proc is not None
-        return procstat.tree(self.server.pid, self.marker())
+        extra = (self.redis.proc.pid,) if self.redis is not None else ()
+        return procstat.tree(self.server.pid, self.marker(), extra)
 
     # The database, read beside the gateway.
 
@@ -298,41 +325,46 @@ class Gateway:
     def payment_ids(self) -> set[str]:
         return {row[0] for row in self.query("SELECT id FROM payments")}
 
-    def footprint(self) -> dict[str, Any]:
-        """What the payments made so far occupy: the database (tables, indexes and all, every
-        row a payment brings: log, attempts, ledger, outbox, idempotency records, deliveries),
-        the events, one payment's JSON, and Redis where it runs; per payment, for
-        `paygate estimate`."""
+    def footprint_sizes(self) -> dict[str, int]:
+        """The database's bytes (tables, indexes and all) and row counts, now."""
         payments = int(self.query("SELECT COUNT(*) FROM payments")[0][0])
         events = int(self.query("SELECT COUNT(*) FROM outbox")[0][0])
         if self.pg is not None:
-            size = "SELECT avg(octet_length(payload::text)) FROM outbox"
             db_bytes = self.query(
                 "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c"
                 " JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = 'public' AND c.relkind = 'r'"
             )[0][0]
         else:
-            size = "SELECT avg(length(payload)) FROM outbox"
             page = self.query("PRAGMA page_size")[0][0]
-            db_bytes = page * (
-                self.query("PRAGMA page_count")[0][0] - self.query("PRAGMA freelist_count")[0][0]
-            )
-        event_bytes = self.query(size)[0][0]
+            used = self.query("PRAGMA page_count")[0][0] - self.query("PRAGMA freelist_count")[0][0]
+            db_bytes = page * used
+        return {"payments": payments, "events": events, "database_bytes": int(db_bytes or 0)}
+
+    def footprint(self, since: dict[str, int]) -> dict[str, Any]:
+        """What the payments made since `since` occupy, per payment: the database (every row a
+        payment brings: log, attempts, ledger, outbox, idempotency records, deliveries), its
+        events, one payment's JSON, and Redis where it runs; for `paygate estimate`."""
+        now = self.footprint_sizes()
+        payments = max(now["payments"] - since["payments"], 1)
+        grown = now["database_bytes"] - since["database_bytes"]
+        if self.pg is not None:
+            size = "SELECT avg(octet_length(payload::text)) FROM outbox"
+        else:
+            size = "SELECT avg(length(payload)) FROM outbox"
         [(payment_id,)] = self.query("SELECT id FROM payments ORDER BY id DESC LIMIT 1")
         headers = {"Authorization": f"Bearer {self.merchant_key}"}
         body = httpx.get(f"{self.url}/v1/payments/{payment_id}", headers=headers, timeout=30)
         out: dict[str, Any] = {
             "payments": payments,
-            "database_bytes": int(db_bytes),
-            "database_bytes_per_payment": round(int(db_bytes) / max(payments, 1)),
-            "events_per_payment": round(events / max(payments, 1), 2),
-            "event_bytes": round(float(event_bytes or 0)),
+            "database_bytes_grown": grown,
+            "database_bytes_per_payment": round(grown / payments),
+            "events_per_payment": round((now["events"] - since["events"]) / payments, 2),
+            "event_bytes": round(float(self.query(size)[0][0] or 0)),
             "payment_json_bytes": len(body.content),
         }
         if self.redis is not None:
-            memory = self.redis.memory()
-            out["redis"] = {**memory, "bytes_per_payment": round(memory["used_bytes"] / payments)}
+            out["redis"] = self.redis.memory(payments)
         return out
 
 

@@ -92,8 +92,8 @@ class Target:
     cores_per_machine: int = 8
     # Plan every process and machine to run at most this busy at the target rate.
     utilization: float = 0.6
-    # How long Redis keeps a payment's keys: the fraud features' longest window.
-    redis_key_lifetime_s: int = 39 * DAY_S
+    # Memory of one Redis shard (a machine's worth, with room for forks and fragmentation).
+    redis_shard_gb: float = 64.0
 
 
 @dataclass(frozen=True)
@@ -198,27 +198,30 @@ def plan(m: Measured, t: Target) -> list[Line]:
 
     redis = m.footprint.get("redis") or {}
     redis_cores = t.tps * m.cpu_ms.get("redis", 0.0) / 1000
-    if redis.get("bytes_per_payment"):
-        memory = redis["bytes_per_payment"] * t.tps * t.average_share * t.redis_key_lifetime_s
+    shards = _count(redis_cores / t.utilization)
+    shard_basis = f"{m.cpu_ms.get('redis', 0.0):.2f} ms CPU per payment"
+    if "long" in redis and "short" in redis:
+        # Memory is rate times lifetime: keys kept for days fill at the day's average rate,
+        # short-lived ones (cached reads, rate limits) at the peak.
+        long, short = redis["long"], redis["short"]
+        kept = long["bytes_per_payment"] * t.tps * t.average_share * long["ttl_s"]
+        cached = short["bytes_per_payment"] * t.tps * short["ttl_s"]
         lines.append(
             Line(
                 "redis",
                 "memory",
-                _bytes(memory),
-                f"{redis['bytes_per_payment']:,} B per payment, kept"
-                f" {t.redis_key_lifetime_s / DAY_S:.0f} days",
+                _bytes(kept + cached),
+                f"{long['bytes_per_payment']:,} B per payment kept {long['ttl_s'] / DAY_S:.0f}"
+                f" days ({_bytes(kept)}), {short['bytes_per_payment']:,} B kept"
+                f" {short['ttl_s']:,} s ({_bytes(cached)})",
             )
         )
+        by_memory = _count((kept + cached) / (t.redis_shard_gb * 1e9))
+        shard_basis += f"; {t.redis_shard_gb:g} GB each"
+        shards = max(shards, by_memory)
     else:
         lines.append(Line("redis", "memory", "not measured", "run make bench"))
-    lines.append(
-        Line(
-            "redis",
-            "shards",
-            f"{_count(redis_cores / t.utilization):,}",
-            f"{m.cpu_ms.get('redis', 0.0):.2f} ms CPU per payment",
-        )
-    )
+    lines.append(Line("redis", "shards", f"{shards:,}", shard_basis))
 
     per_payment = m.footprint.get("database_bytes_per_payment")
     daily = t.tps * t.average_share * DAY_S

@@ -59,7 +59,10 @@ FOOTPRINT = {
     "events_per_payment": 4.0,
     "event_bytes": 1000,
     "payment_json_bytes": 1200,
-    "redis": {"bytes_per_payment": 200},
+    "redis": {
+        "long": {"bytes_per_payment": 200, "ttl_s": 10 * 86400},
+        "short": {"bytes_per_payment": 1000, "ttl_s": 300},
+    },
 }
 
 
@@ -98,8 +101,19 @@ def test_storage_and_redis_follow_the_footprint() -> None:
     # 100/s at half the peak all day: 4.32 million payments a day, 5 kB each.
     assert plan["storage/database per day"].value == "21.6 GB"
     assert plan["storage/database for 10 days"].value == "216.0 GB"
-    # 200 B per payment, kept 39 days.
-    assert plan["redis/memory"].value == f"{200 * 50 * 39 * 86400 / 1e9:,.1f} GB"
+    # 200 B per payment for 10 days at the day's average rate, 1 kB for 300 s at the peak.
+    assert (
+        plan["redis/memory"].value == f"{(200 * 50 * 10 * 86400 + 1000 * 100 * 300) / 1e9:.1f} GB"
+    )
+
+
+def test_redis_shards_hold_the_memory_or_the_load_whichever_needs_more() -> None:
+    m = estimate.Measured.from_results(results(FOOTPRINT))
+    plan = lines_by_item(estimate.plan(m, estimate.Target(tps=100, redis_shard_gb=1)))
+    # 17.28 GB kept + 0.03 GB cached on 1 GB shards; the CPU (10 ms a second) needs one.
+    assert plan["redis/shards"].value == "18"
+    plan = lines_by_item(estimate.plan(m, estimate.Target(tps=100, redis_shard_gb=1000)))
+    assert plan["redis/shards"].value == "1"
 
 
 def test_a_run_without_a_footprint_says_what_it_lacks() -> None:
