@@ -137,3 +137,23 @@ def test_features_never_look_ahead(reduced: SimulatedData) -> None:
     relabelled = tx.copy()
     relabelled.loc[due, "is_fraud"] = 1
     assert not np.array_equal(batch_features(relabelled, BENCHMARK_FEATURES), full)
+
+
+async def test_the_counted_mark_lives_as_long_as_redeliveries_not_as_the_windows() -> None:
+    """The mark that keeps a redelivered payment from being counted twice only has to outlive
+    redeliveries (minutes on the bus, days for a replayed dead letter); the counters live as
+    long as the longest window. Keeping every payment's mark as long as the counters made it
+    the largest thing in Redis."""
+    store = MemoryCounterStore(clock=Clock())
+    features = OnlineFeatures(store)
+    cfg = features.config
+    assert cfg.redelivery_days * DAY < cfg.ttl_s
+    first = txn(1, MIDNIGHT + HOUR)
+    await features.observe(first)
+    mark = f"{cfg.namespace}:seen:{first.id}"
+    counter = next(k for k in store._data if k.startswith(f"{cfg.namespace}:card:"))
+    assert store._data[mark][1] == MIDNIGHT + cfg.redelivery_days * DAY
+    assert store._data[counter][1] == MIDNIGHT + cfg.ttl_s
+    # Redelivered within that time: counted once.
+    again = await features.observe(first)
+    assert f(again, "card_tx_1d") == 0

@@ -84,6 +84,10 @@ class FeatureConfig:
     label_delay_days: int = 7
     night_until_hour: int = 6  # hour ≤ 6 is night (same section)
     namespace: str = "fraud"
+    # How long the mark that a payment was counted lives: longer than any redelivery of its
+    # event (minutes on the bus; days for a dead letter an operator replays), not as long as
+    # the windows. One mark per payment, it would otherwise be most of what Redis holds.
+    redelivery_days: int = 2
 
     @property
     def ttl_s(self) -> int:
@@ -180,7 +184,9 @@ class OnlineFeatures:
         values = dict(zip(unique, await self.store.get_many(unique), strict=True))
         sums = [sum(values[k] for k in keys) for _, keys in plan]
 
-        first_delivery = await self.store.add_once(f"{cfg.namespace}:seen:{txn.id}", cfg.ttl_s)
+        first_delivery = await self.store.add_once(
+            f"{cfg.namespace}:seen:{txn.id}", cfg.redelivery_days * HOURS_PER_DAY * SECONDS_PER_HOUR
+        )
         if first_delivery:
             updates = [(k, 1) for k in bucket_keys(card_n, txn.hour)]
             updates += [(k, txn.amount_units) for k in bucket_keys(card_s, txn.hour)]
