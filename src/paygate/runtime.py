@@ -33,6 +33,9 @@ class Runtime:
     # Status reads served from `cache` (paygate.edge.cache): only where every process that
     # commits changes invalidates the same cache (see `read_cache_enabled`).
     read_cache: bool = False
+    # Changes committed by other processes wake this one's waiters (`wait_change`): the bus
+    # tells it (NatsBus.watch), so a waiter need not look again often.
+    hears_other_processes: bool = False
     _waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     # Background work of this process (cache invalidations, key bookkeeping): close() waits.
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -68,6 +71,10 @@ class Runtime:
             await read_cache.invalidate(self, *object_ids)
         finally:
             self._wake(object_ids)
+
+    def changed_elsewhere(self, object_id: str) -> None:
+        """Another process committed a change of `object_id`: wake whoever waits on it."""
+        self._wake((object_id,))
 
     def _wake(self, object_ids: tuple[str, ...]) -> None:
         for object_id in object_ids:

@@ -87,10 +87,13 @@ def create_app(
             pipeline = Pipeline.over_http(rt, bank_url)
             pipeline.start()
         elif settings.bus_url and rt.bus is None:
-            # The API writes events to the outbox only; the broker connection is for /readyz.
+            # The API writes events to the outbox only; the broker connection is for /readyz,
+            # and so that `Prefer: wait` hears of the workers' changes instead of polling.
             from paygate.platform.nats_bus import connect_bus
 
-            rt.bus = await connect_bus(settings.bus_url, settings.namespace)
+            bus = await connect_bus(settings.bus_url, settings.namespace)
+            await bus.watch(rt.changed_elsewhere)
+            rt.bus, rt.hears_other_processes = bus, True
         yield
         if pipeline is not None:
             await pipeline.stop()

@@ -18,8 +18,10 @@ from paygate.refunds import service as refunds
 from paygate.runtime import Runtime
 
 MAX_WAIT_S = 30.0
-# Other processes (the scale-out processor) do not wake us: look again at least this often.
+# Without word of other processes' changes (the scale-out processor commits elsewhere), look
+# again this often; with it (Runtime.hears_other_processes), only in case a word was lost.
 POLL_S = 0.2
+HEARD_POLL_S = 1.0
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 Settle = Callable[[int, Any], Awaitable[tuple[int, Any, dict[str, str]] | None]]
@@ -55,7 +57,8 @@ async def _until(
         remaining = deadline - loop.time()
         if done or remaining <= 0:
             return obj
-        await rt.wait_change(object_id, min(remaining, POLL_S))
+        poll = HEARD_POLL_S if rt.hears_other_processes else POLL_S
+        await rt.wait_change(object_id, min(remaining, poll))
 
 
 def payment_waiter(

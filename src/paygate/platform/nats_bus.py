@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +143,22 @@ class NatsBus:
 
     async def ping(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    async def watch(self, changed: Callable[[str], None]) -> None:
+        """Call `changed(object_id)` for every event the relays publish from now on: a plain
+        (at-most-once) subscription beside the streams, which is how an API process hears of
+        the changes the workers commit. Nothing depends on hearing all of them."""
+        if self._nc is None:
+            raise RuntimeError("NatsBus.connect() first")
+
+        async def heard(msg: Msg) -> None:
+            try:
+                changed(str(orjson.loads(msg.data)["data"]["object"]["id"]))
+            except (ValueError, KeyError, TypeError):
+                return  # not an event of ours: nothing to wake
+
+        for domain in DOMAINS:
+            await self._nc.subscribe(f"{self.prefix}.{domain}.>", cb=heard)
 
     # Consuming
 
