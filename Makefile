@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install migrate cluster bench clean promtool
+.PHONY: run test lint install migrate cluster bench bench-growth clean promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ migrate: $(STAMP)
 BENCH_ARGS ?= --mode both
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# How cost grows with merchants and stored payments (docs/performance.md, "How cost grows"):
+# e.g. make bench-growth GROWTH_ARGS="--database sqlite --seconds 5"
+GROWTH_ARGS ?= --database both
+bench-growth: $(STAMP)
+	$(BIN)/python bench/growth.py $(GROWTH_ARGS)
 
 # promtool (Debian's prometheus package) checks the alert rules in deploy/; the tests that use it
 # fail without it. Installed here when missing and apt-get can (as root); a new machine may have

@@ -29,6 +29,10 @@ class Job:
     seconds: float
     clients: int  # per process
     ids: list[str] = field(default_factory=list)
+    # bench/growth.py: several merchants' keys (each request picks one) and (key, payment id)
+    # pairs of stored payments, shared whole by every client (reads and lists change nothing).
+    keys: list[str] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -65,7 +69,18 @@ async def _drive(job: Job, seed: int) -> Tally:
         await asyncio.gather(
             *(
                 # Each client its own share of the ids: two never refund the same payment.
-                run(Ctx(client, job.key, until, tally, _share(job.ids, i, job.clients), rng(i)))
+                run(
+                    Ctx(
+                        client,
+                        job.key,
+                        until,
+                        tally,
+                        _share(job.ids, i, job.clients),
+                        rng(i),
+                        job.keys,
+                        job.pairs,
+                    )
+                )
                 for i in range(job.clients)
             )
         )

@@ -3,8 +3,10 @@
 Each scenario is a coroutine that loops until the deadline and records into a `Tally`:
 `accept` (POST /v1/payments, 202), `end_to_end` (the same with `Prefer: wait`, counted only when
 the answer is `succeeded`), `status_reads` (GET of existing payments), `mixed_day` (sales,
-authorize-then-capture, cancels, refunds, declines, reads), the peer's `accept` and `end_to_end`
-(localstripe PaymentIntents), and the limits' `bare_json` and `durable_insert`.
+authorize-then-capture, cancels, refunds, declines, reads), bench/growth.py's `spread_accept`,
+`spread_reads`, `list_first` and `list_deep` (each request as a random merchant), the peer's
+`accept` and `end_to_end` (localstripe PaymentIntents), and the limits' `bare_json` and
+`durable_insert`.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class Ctx:
     tally: Tally
     ids: list[str]
     rng: random.Random
+    keys: list[str] = field(default_factory=list)  # several merchants: each request picks one
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (merchant key, payment id)
 
 
 Scenario = Callable[[Ctx], Awaitable[None]]
@@ -209,6 +213,78 @@ async def mixed_day(ctx: Ctx) -> None:
     await _loop(ctx, one)
 
 
+# bench/growth.py: the same calls spread over many merchants, and the list pages.
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def spread_accept(ctx: Ctx) -> None:
+    """`accept`, each payment for a merchant picked at random among `ctx.keys`."""
+
+    async def one() -> None:
+        key = ctx.rng.choice(ctx.keys)
+        headers = {**_bearer(key), "Idempotency-Key": uuid.uuid4().hex}
+        t0 = time.perf_counter()
+        r = await ctx.client.post("/v1/payments", json=payment_body(), headers=headers)
+        elapsed = time.perf_counter() - t0
+        ctx.tally.code(r.status_code)
+        pid = r.json().get("id") if r.status_code < 300 else None
+        if pid:
+            ctx.tally.accepted += 1
+            ctx.tally.acked.append(pid)
+            ctx.tally.ops += 1
+            ctx.tally.create_s.append(elapsed)
+
+    await _loop(ctx, one)
+
+
+async def _get(ctx: Ctx, key: str, path: str, params: dict[str, Any] | None = None) -> None:
+    """One GET; a list's page is counted `full` (10 rows) or `short` in the outcomes, so that a
+    deep page that found nothing cannot pass for a fast one."""
+    t0 = time.perf_counter()
+    r = await ctx.client.get(path, params=params, headers=_bearer(key))
+    elapsed = time.perf_counter() - t0
+    ctx.tally.code(r.status_code)
+    if r.status_code != 200:
+        return
+    ctx.tally.ops += 1
+    ctx.tally.create_s.append(elapsed)
+    if params is not None:
+        rows = len(r.json().get("data", []))
+        ctx.tally.bump(ctx.tally.outcomes, "page_full" if rows >= 10 else "page_short")
+
+
+async def spread_reads(ctx: Ctx) -> None:
+    """`GET /v1/payments/{id}` of a random stored payment, with its merchant's key."""
+
+    async def one() -> None:
+        key, pid = ctx.rng.choice(ctx.pairs)
+        await _get(ctx, key, f"/v1/payments/{pid}")
+
+    await _loop(ctx, one)
+
+
+async def list_first(ctx: Ctx) -> None:
+    """The first page of a random merchant's payments, newest first."""
+
+    async def one() -> None:
+        await _get(ctx, ctx.rng.choice(ctx.keys), "/v1/payments", {"limit": 10})
+
+    await _loop(ctx, one)
+
+
+async def list_deep(ctx: Ctx) -> None:
+    """A page after a random stored payment of its merchant (keyset: `starting_after`)."""
+
+    async def one() -> None:
+        key, pid = ctx.rng.choice(ctx.pairs)
+        await _get(ctx, key, "/v1/payments", {"limit": 10, "starting_after": pid})
+
+    await _loop(ctx, one)
+
+
 # The peer: localstripe speaks Stripe's form-encoded API.
 
 
@@ -285,4 +361,8 @@ SCENARIOS: dict[str, Scenario] = {
     "peer_end_to_end": peer_end_to_end,
     "bare_json": bare_json,
     "durable_insert": durable_insert,
+    "spread_accept": spread_accept,
+    "spread_reads": spread_reads,
+    "list_first": list_first,
+    "list_deep": list_deep,
 }

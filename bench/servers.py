@@ -218,8 +218,16 @@ class Gateway:
     """`paygate serve` (embedded) or `paygate cluster` (scale-out) on a fresh data folder."""
 
     def __init__(
-        self, mode: str, folder: Path, pg: Postgres | None = None, redis: Redis | None = None
+        self,
+        mode: str,
+        folder: Path,
+        pg: Postgres | None = None,
+        redis: Redis | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
+        """`pg` with the embedded mode: `paygate serve` on that PostgreSQL instead of SQLite.
+        `extra_env`: PAYGATE_ settings of the caller's run (bench/growth.py turns the read
+        cache off)."""
         self.mode, self.folder, self.pg, self.redis = mode, folder, pg, redis
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -244,7 +252,10 @@ class Gateway:
                 env.update(PAYGATE_REDIS_URL=redis.url)
             argv = [*PAYGATE, "cluster", "--port", str(self.port)]
         else:
+            if pg is not None:
+                env.update(PAYGATE_DATABASE_URL=pg.sqlalchemy_url)
             argv = [*PAYGATE, "serve", "--port", str(self.port), "--host", "127.0.0.1"]
+        env.update(extra_env or {})
         self.server = Server(f"gateway-{mode}", argv, env, folder / "gateway.log")
         self.merchant_key = ""
 
