@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     max_header_bytes: int = 16 * 1024
     idempotency_ttl_s: int = 24 * 3600
     db_pool_size: int = 10
+    # SQLite: write transactions that may share one commit (group commit); 1 commits each alone.
+    db_group_commit_max: int = Field(default=64, ge=1)
     fault_points: str = Field(default="", description="test-only crash points, comma separated")
 
     @model_validator(mode="after")

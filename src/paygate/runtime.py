@@ -46,7 +46,11 @@ class Runtime:
         hmac_key = settings.hmac_key()
         return cls(
             settings=settings,
-            db=Database(settings.resolved_database_url, pool_size=settings.db_pool_size),
+            db=Database(
+                settings.resolved_database_url,
+                pool_size=settings.db_pool_size,
+                group_commit_max=settings.db_group_commit_max,
+            ),
             keyring=Keyring(settings.vault_keyring(), fingerprint_key=hmac_key),
             hmac_key=hmac_key,
             cache=cache_from_url(settings.redis_url, settings.namespace),

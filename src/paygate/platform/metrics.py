@@ -107,6 +107,11 @@ CACHE_HITS = Counter(
 CACHE_MISSES = Counter(
     "paygate_read_cache_misses", "Status reads the read cache did not hold.", ["object"]
 )
+GROUP_COMMIT_WRITERS = Histogram(
+    "paygate_db_group_commit_writers",
+    "Write transactions that shared one commit (SQLite group commit), per commit.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 DB_CHECKED_OUT = Gauge(
     "paygate_db_pool_checked_out_connections",
     "Database connections in use.",

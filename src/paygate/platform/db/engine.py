@@ -1,14 +1,15 @@
 """One database API over SQLite (embedded default) and PostgreSQL (scale-out).
 
 Writes go through `Database.transaction()`: the unit of work. On SQLite one process writes at a
-time anyway, so writers queue on an asyncio lock and open with `BEGIN IMMEDIATE` (a deferred
-transaction that later upgrades to a write can fail with SQLITE_BUSY under WAL); reads run beside
-them on their own connections. WAL with `synchronous=FULL` makes every commit durable.
+time anyway, so writers queue and share commits (`group_commit`: each writer's block runs in a
+savepoint of a batch opened with `BEGIN IMMEDIATE`, since a deferred transaction that later
+upgrades to a write can fail with SQLITE_BUSY under WAL); reads run beside them on their own
+connections. WAL with `synchronous=FULL` makes every commit durable, and a writer returns only
+once the commit holding its work is.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,11 +19,15 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from paygate.platform.db.group_commit import GroupCommit
+
 
 class Database:
     """The engine, the unit of work and the backend's name for `/readyz`."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, group_commit_max: int = 64, echo: bool = False
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.backend = "sqlite" if self.is_sqlite else "postgresql"
@@ -33,21 +38,21 @@ class Database:
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._writers: GroupCommit | None = None
         if self.is_sqlite:
             _install_sqlite_pragmas(self.engine)
+            self._writers = GroupCommit(self.engine, max_writers=group_commit_max)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: commits when the block ends, rolls back when it raises."""
-        if self._write_lock is None:
+        """A write transaction: committed when the block ends (the block's exit waits for it),
+        rolled back when the block raises."""
+        if self._writers is None:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.connect() as conn:
-            conn = await conn.execution_options(paygate_begin="BEGIN IMMEDIATE")
-            async with conn.begin():
-                yield conn
+        async with self._writers.transaction() as conn:
+            yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

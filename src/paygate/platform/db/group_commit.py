@@ -1,0 +1,164 @@
+"""Group commit for SQLite: many write transactions share one durable commit.
+
+SQLite writes one transaction at a time and, with `synchronous=FULL`, every commit waits for the
+disk (an fsync of the WAL: milliseconds, far more than the statements). Writers already queue on a
+lock, so instead of each paying its own fsync, the writers that queue behind each other share one:
+
+- The first writer of a *batch* opens a connection and `BEGIN IMMEDIATE`; each writer runs its
+  block inside a SAVEPOINT of that transaction, so a block that raises rolls back its own
+  statements only, and the others keep theirs.
+- When a block ends and nobody is waiting for the lock (or the batch is full), that writer commits
+  the batch. Otherwise it leaves the batch to those queued behind it, and makes sure a *flusher*
+  is queued last, which commits whatever is left if the others went away.
+- Every writer returns from its block only once the batch that holds its work has committed: an
+  acknowledged write is as durable as before. If the commit fails, every writer of the batch
+  gets the error and nothing of the batch is written.
+
+Under load the queue forms while a commit waits for the disk, so batches grow by themselves; alone,
+a writer commits at once and waits for nobody. PostgreSQL needs none of this: concurrent
+transactions there already share WAL flushes, and they do not serialize.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from paygate.platform import metrics
+
+
+class BatchAborted(RuntimeError):
+    """The batch holding this writer's work could not be committed: none of it was written."""
+
+
+@dataclass(eq=False)
+class _Batch:
+    conn: AsyncConnection
+    done: asyncio.Future[None] = field(default_factory=lambda: _loop().create_future())
+    writers: int = 0
+    flusher: asyncio.Task[None] | None = None
+
+    def settle(self, error: BaseException | None = None) -> None:
+        if self.done.done():
+            return
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(error)
+            self.done.exception()  # retrieved here: a batch nobody waits on logs nothing
+
+
+class GroupCommit:
+    """The write transactions of one SQLite database in this process."""
+
+    def __init__(self, engine: AsyncEngine, *, max_writers: int = 64) -> None:
+        self.engine = engine
+        self.max_writers = max(1, max_writers)
+        self._lock = asyncio.Lock()
+        self._waiting = 0  # writers queued for the lock (the flusher is not one)
+        self._batch: _Batch | None = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: ends when its batch has committed; rolls back alone if the
+        block raises."""
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            batch = self._batch or await self._open()
+            savepoint = await batch.conn.begin_nested()
+        except BaseException:
+            self._lock.release()
+            raise
+        batch.writers += 1
+        try:
+            yield batch.conn
+        except BaseException:
+            await self._end_writer(batch, savepoint, failed=True)
+            raise
+        await self._end_writer(batch, savepoint, failed=False)
+        # The batch commits in the writer who comes last (or the flusher): wait for it.
+        try:
+            await asyncio.shield(batch.done)
+        except BatchAborted:
+            raise
+        except Exception as exc:
+            raise BatchAborted(f"the group commit failed: {exc}") from exc
+
+    async def _open(self) -> _Batch:
+        conn = await self.engine.connect()
+        try:
+            conn = await conn.execution_options(paygate_begin="BEGIN IMMEDIATE")
+            await conn.begin()
+        except BaseException:
+            await conn.close()
+            raise
+        self._batch = _Batch(conn)
+        return self._batch
+
+    async def _end_writer(
+        self, batch: _Batch, savepoint: AsyncTransaction, *, failed: bool
+    ) -> None:
+        """Close this writer's savepoint, then commit the batch or leave it to those queued; the
+        lock is released in every case. Shielded: a cancelled writer still hands on the lock."""
+        await asyncio.shield(asyncio.ensure_future(self._hand_on(batch, savepoint, failed)))
+
+    async def _hand_on(self, batch: _Batch, savepoint: AsyncTransaction, failed: bool) -> None:
+        try:
+            try:
+                if failed:
+                    await savepoint.rollback()
+                else:
+                    await savepoint.commit()
+            except BaseException as exc:  # the connection is in doubt: give up the whole batch
+                await self._abort(batch, exc)
+                return
+            if self._waiting == 0 or batch.writers >= self.max_writers:
+                await self._commit(batch)
+            elif batch.flusher is None:
+                batch.flusher = asyncio.create_task(self._flush(batch))
+        finally:
+            self._lock.release()
+
+    async def _flush(self, batch: _Batch) -> None:
+        async with self._lock:
+            if self._batch is batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: _Batch) -> None:
+        self._batch = None
+        try:
+            await batch.conn.commit()
+        except BaseException as exc:
+            batch.settle(BatchAborted(f"the group commit failed: {exc}"))
+            await _discard(batch.conn)
+            return
+        await batch.conn.close()
+        metrics.GROUP_COMMIT_WRITERS.observe(batch.writers)
+        batch.settle()
+
+    async def _abort(self, batch: _Batch, exc: BaseException) -> None:
+        self._batch = None
+        await _discard(batch.conn)
+        batch.settle(BatchAborted(f"a write of the batch left the connection in doubt: {exc}"))
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Drop a connection whose transaction failed: SQLite may keep a failed COMMIT's transaction
+    open, so the connection must not go back to the pool as it is."""
+    try:
+        await conn.invalidate()
+        await conn.close()
+    except Exception:  # noqa: S110 - a broken connection: the pool opens a new one
+        pass
