@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paygate.platform.db import Database
+from paygate.platform.db import Database, group_commit
 from paygate.platform.db.group_commit import BatchAborted
 
 
@@ -59,13 +59,29 @@ async def _write(db: Database, path: Path, writer: int, rows: int, *, fail: bool
     assert {(writer, n) for n in range(rows)} <= _committed(path)
 
 
-async def test_concurrent_writers_share_commits_and_each_returns_committed(tmp_path: Path) -> None:
+async def test_concurrent_writers_share_commits_and_each_returns_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_commit, "MAX_BATCH_AGE_S", 60.0)  # however slow the machine
     path = tmp_path / "g.db"
     db, commits = await _database(path)
     try:
         await asyncio.gather(*(_write(db, path, w, 3) for w in range(50)))
         assert len(_committed(path)) == 150
         assert 1 <= len(commits) < 50  # shared: far fewer commits than writers
+    finally:
+        await db.dispose()
+
+
+async def test_a_batch_commits_once_it_is_old_even_with_writers_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_commit, "MAX_BATCH_AGE_S", 0.0)
+    path = tmp_path / "g.db"
+    db, commits = await _database(path)
+    try:
+        await asyncio.gather(*(_write(db, path, w, 2) for w in range(10)))
+        assert len(commits) == 10  # every batch was old at once: one writer each
     finally:
         await db.dispose()
 
@@ -108,10 +124,11 @@ async def test_a_failing_writer_rolls_back_alone(tmp_path: Path) -> None:
 
 
 async def test_a_failed_commit_fails_every_writer_of_its_batch_and_writes_nothing(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A deferred constraint is checked only at COMMIT: one writer's dangling row sinks the batch.
     # (The gateway's schema has none: its constraints fail the statement, inside the savepoint.)
+    monkeypatch.setattr(group_commit, "MAX_BATCH_AGE_S", 60.0)  # the three share one batch
     path = tmp_path / "g.db"
     db, _ = await _database(path)
     gate = asyncio.Event()

@@ -7,15 +7,18 @@ lock, so instead of each paying its own fsync, the writers that queue behind eac
 - The first writer of a *batch* opens a connection and `BEGIN IMMEDIATE`; each writer runs its
   block inside a SAVEPOINT of that transaction, so a block that raises rolls back its own
   statements only, and the others keep theirs.
-- When a block ends and nobody is waiting for the lock (or the batch is full), that writer commits
-  the batch. Otherwise it leaves the batch to those queued behind it, and makes sure a *flusher*
-  is queued last, which commits whatever is left if the others went away.
+- When a block ends and nobody is waiting for the lock, or the batch is full or has been open
+  for `MAX_BATCH_AGE_S`, that writer commits the batch. Otherwise it leaves the batch to those
+  queued behind it, and makes sure a *flusher* is queued last, which commits whatever is left if
+  the others went away.
 - Every writer returns from its block only once the batch that holds its work has committed: an
   acknowledged write is as durable as before. If the commit fails, every writer of the batch
   gets the error and nothing of the batch is written.
 
 Under load the queue forms while a commit waits for the disk, so batches grow by themselves; alone,
-a writer commits at once and waits for nobody. PostgreSQL needs none of this: concurrent
+a writer commits at once and waits for nobody. Constraints must be immediate (the gateway's are):
+a deferred one is checked at COMMIT, where one writer's violation would fail the whole batch.
+PostgreSQL needs none of this: concurrent
 transactions there already share WAL flushes, and they do not serialize.
 """
 
@@ -30,6 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from paygate.platform import metrics
 
+# How long a batch may take in writers before it commits: about one commit's wait for the disk.
+# Without it, a queue that never empties (a saturated process) would hold every batch open until
+# it is full, and its first writer would wait for all the others' blocks.
+MAX_BATCH_AGE_S = 0.005
+
 
 class BatchAborted(RuntimeError):
     """The batch holding this writer's work could not be committed: none of it was written."""
@@ -39,6 +47,7 @@ class BatchAborted(RuntimeError):
 class _Batch:
     conn: AsyncConnection
     done: asyncio.Future[None] = field(default_factory=lambda: _loop().create_future())
+    opened: float = field(default_factory=lambda: _loop().time())
     writers: int = 0
     flusher: asyncio.Task[None] | None = None
 
@@ -120,7 +129,11 @@ class GroupCommit:
             except BaseException as exc:  # the connection is in doubt: give up the whole batch
                 await self._abort(batch, exc)
                 return
-            if self._waiting == 0 or batch.writers >= self.max_writers:
+            if (
+                self._waiting == 0
+                or batch.writers >= self.max_writers
+                or _loop().time() - batch.opened >= MAX_BATCH_AGE_S
+            ):
                 await self._commit(batch)
             elif batch.flusher is None:
                 batch.flusher = asyncio.create_task(self._flush(batch))
