@@ -174,6 +174,14 @@ def _owners(w: World, ids: list[str]) -> list[tuple[str, str]]:
     return found
 
 
+def _touches(w: World, since: int) -> int:
+    """API keys whose `last_used_at` the gateway wrote since `since` (Unix seconds): it writes it
+    in the background at most once a minute per key, so with many merchants each sending
+    rarely, nearly every request brings one such write."""
+    sql = f"SELECT COUNT(*) FROM api_keys WHERE last_used_at >= {since}"
+    return int(w.gw.query(sql)[0][0])
+
+
 def _picks(label: str, merchant_id: str, active: set[str], big: str) -> bool:
     """Whose stored payments a scenario reads: anyone's (`read`: the payment is found by id),
     the active merchants' (`list_deep`), the big merchant's (`list_deep_big`)."""
@@ -203,7 +211,9 @@ def run_stage(w: World, stage: Stage, a: argparse.Namespace, rng: random.Random)
             say(f"{stage.name} {label}: nothing stored to read, skipped")
             continue
         say(f"{stage.name} {label}: {a.seconds:g} s")
+        since = int(time.time())
         fig, out = measure(job, a.processes, w.gw.sample)
+        fig["api_key_touches"] = _touches(w, since)
         if label == "create":
             # The pipeline finishes what was accepted before anything else is measured.
             fig["drain"] = drain(w.gw.backlog, timeout=max(60.0, 12 * a.seconds))

@@ -78,6 +78,7 @@ COLUMNS = (
     "CPU ms/op",
     "CPU ×first",  # noqa: RUF001
     "pages full/short",
+    "key writes",
     "load 1m",
 )
 
@@ -113,6 +114,7 @@ def _table(title: str, res: dict[str, Any]) -> Table:
                 _n(fig["server"].get("cpu_ms_per_op")),
                 _x(r.get("cpu_ms_per_op")),
                 _pages(fig),
+                str(fig.get("api_key_touches", "")),
                 f"{fig['loadavg_1m'][1]:.1f}",
             )
     return t
@@ -147,7 +149,8 @@ def print_report(results: dict[str, Any]) -> None:
                 console.print(line)
         console.print(
             "ms = latency of each request; ×first = over the same scenario in the first stage; "  # noqa: RUF001
-            "pages full/short = list pages with 10 rows / fewer"
+            "pages full/short = list pages with 10 rows / fewer; key writes = API keys whose "
+            "last_used_at the gateway wrote during the scenario (once a minute per key at most)"
         )
 
 

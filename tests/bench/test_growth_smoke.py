@@ -42,7 +42,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Complete
 def test_smoke_run_exits_0_and_prints_the_table(smoke: Any) -> None:
     proc, _ = smoke
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for text in ("growth: sqlite", "ok/s ×first", "p99 ×first", *STAGES, *SCENARIOS):  # noqa: RUF001
+    for text in ("growth: sqlite", "ok/s ×first", "p99 ×first", "key writes", *STAGES, *SCENARIOS):  # noqa: RUF001
         assert text in proc.stdout, text
     assert "seeding before stored_1000: " in proc.stdout and "payments in" in proc.stdout
     assert "seeding before merchants_30: 27 merchants in" in proc.stdout
@@ -68,7 +68,7 @@ def test_smoke_json_holds_every_stage_and_figure(smoke: Any) -> None:
             assert fig["ops"] > 0 and fig["ops_per_s"] > 0, (stage["stage"], label)
             lat = fig["create_ms"]
             assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
-            assert fig["server"]["cpu_s"] >= 0
+            assert fig["server"]["cpu_s"] >= 0 and fig["api_key_touches"] >= 0
             assert set(fig["vs_first"]) == RATIOS and set(fig["vs_axis_first"]) == RATIOS
         assert stage["scenarios"]["create"]["accepted_per_s"] > 0
         assert stage["scenarios"]["create"]["drain"]["backlog_left"] == 0
