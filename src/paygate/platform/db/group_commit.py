@@ -33,10 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from paygate.platform import metrics
 
-# How long a batch may take in writers before it commits: about one commit's wait for the disk.
-# Without it, a queue that never empties (a saturated process) would hold every batch open until
-# it is full, and its first writer would wait for all the others' blocks.
-MAX_BATCH_AGE_S = 0.005
+# How long a batch may stay open while writers keep joining it. Without a bound, a queue that
+# never empties (a saturated process) would hold every batch open until it is full, and its first
+# writer would wait for all the others' blocks; with it, a writer waits at most this long for
+# others (only when others are queued: alone, it commits at once).
+MAX_BATCH_AGE_S = 0.05
 
 
 class BatchAborted(RuntimeError):
