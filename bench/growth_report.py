@@ -132,7 +132,7 @@ def _seeding(stage: dict[str, Any]) -> str:
 
 
 def print_report(results: dict[str, Any]) -> None:
-    width = max(200, shutil.get_terminal_size((200, 40)).columns)
+    width = max(250, shutil.get_terminal_size((250, 40)).columns)
     console = Console(width=width, highlight=False)
     o, m = results["options"], results["machine"]
     console.print(
