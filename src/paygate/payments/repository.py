@@ -69,8 +69,12 @@ async def list_page(
 ) -> list[sa.RowMapping]:
     c = payments.c
     query = sa.select(payments).where(c.merchant_id == merchant_id, c.livemode == livemode)
+    # The index whose leading columns the query fixes (ix_payments_merchant_status, else
+    # ix_payments_merchant_id), so that it gives the order (see fetch_page).
+    prefix = [c.merchant_id, c.livemode]
     if status:
         query = query.where(c.status == status)
+        prefix.append(c.status)
     if customer:
         query = query.where(c.customer_id == customer)
     for op, value in (created or {}).items():
@@ -81,7 +85,7 @@ async def list_page(
             "lte": c.created <= value,
         }[op]
         query = query.where(bound)
-    return await fetch_page(conn, query, c.id, page)
+    return await fetch_page(conn, query, c.id, page, prefix=prefix)
 
 
 async def log(

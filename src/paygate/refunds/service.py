@@ -103,4 +103,5 @@ async def list_page(
     query = sa.select(refunds).where(c.merchant_id == merchant_id, c.livemode == livemode)
     if payment:
         query = query.where(c.payment_id == payment)
-    return [render(r) for r in await fetch_page(conn, query, c.id, page)]
+    prefix = [c.merchant_id, c.livemode]  # ix_refunds_merchant_id gives the order (fetch_page)
+    return [render(r) for r in await fetch_page(conn, query, c.id, page, prefix=prefix)]
