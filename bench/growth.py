@@ -104,6 +104,9 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--processes", type=int, default=None, help="load generator processes (2)")
     ap.add_argument("--smoke", action="store_true", help="tiny stages, 1 s, 4 clients")
     ap.add_argument("--out", type=Path, default=None, help="the JSON file to write")
+    ap.add_argument(
+        "--axis", choices=("merchants", "stored", "both"), default="both", help="stages to run"
+    )
     a = ap.parse_args(argv)
     a.seconds = a.seconds or (1.0 if a.smoke else 5.0)
     a.clients = a.clients or (4 if a.smoke else 16)
@@ -182,6 +185,14 @@ def _touches(w: World, since: int) -> int:
     return int(w.gw.query(sql)[0][0])
 
 
+def _write_transactions(w: World) -> int | None:
+    """PostgreSQL's transaction id counter: only transactions that write take one (and this
+    query, one each time). None on SQLite."""
+    if w.pg is None:
+        return None
+    return int(w.gw.query("SELECT txid_current()")[0][0])
+
+
 def _picks(label: str, merchant_id: str, active: set[str], big: str) -> bool:
     """Whose stored payments a scenario reads: anyone's (`read`: the payment is found by id),
     the active merchants' (`list_deep`), the big merchant's (`list_deep_big`)."""
@@ -211,9 +222,11 @@ def run_stage(w: World, stage: Stage, a: argparse.Namespace, rng: random.Random)
             say(f"{stage.name} {label}: nothing stored to read, skipped")
             continue
         say(f"{stage.name} {label}: {a.seconds:g} s")
-        since = int(time.time())
+        since, writes = int(time.time()), _write_transactions(w)
         fig, out = measure(job, a.processes, w.gw.sample)
         fig["api_key_touches"] = _touches(w, since)
+        if writes is not None:
+            fig["write_transactions"] = (_write_transactions(w) or 0) - writes - 1
         if label == "create":
             # The pipeline finishes what was accepted before anything else is measured.
             fig["drain"] = drain(w.gw.backlog, timeout=max(60.0, 12 * a.seconds))
@@ -246,7 +259,8 @@ def run_database(database: str, folder: Path, a: argparse.Namespace) -> dict[str
         startup = time.monotonic() - t0
         w = World(gw, seed.settings_for(gw.server.env), pg)
         rng = random.Random(7)
-        stages = [run_stage(w, stage, a, rng) for stage in plan(a.smoke)]
+        wanted = [st for st in plan(a.smoke) if a.axis in ("both", st.axis)]
+        stages = [run_stage(w, stage, a, rng) for stage in wanted]
         return {"database": database, "startup_s": round(startup, 2), "stages": stages}
     finally:
         if gw is not None:

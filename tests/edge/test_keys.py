@@ -193,6 +193,37 @@ async def test_last_used_is_written_at_most_once_a_minute(sqlite_api: Api) -> No
     assert abs((await last_used() or 0) - now_s()) <= 2
 
 
+async def test_keys_used_together_have_last_used_written_together(api: Api) -> None:
+    # Many merchants, each sending one request: every key is due, and the writes share
+    # transactions instead of costing one each.
+    auths = [(await api.merchant(name=f"Shop {i}"))[1] for i in range(12)]
+    rt = api.runtime
+    await rt.drain()
+    async with rt.db.transaction() as conn:
+        await conn.execute(api_keys.update().values(last_used_at=None))
+    writes: list[int] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE api_keys SET last_used_at"):
+            writes.append(1)
+
+    engine = rt.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        answers = await asyncio.gather(
+            *(api.client.get("/v1/payments", headers=auth) for auth in auths)
+        )
+        assert all(r.status_code == 200 for r in answers)
+        await rt.drain()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    async with rt.db.read() as conn:
+        query = sa.select(api_keys.c.last_used_at).where(api_keys.c.kind == "secret")
+        used = [value for (value,) in (await conn.execute(query)).all()]
+    assert len(used) == 12 and all(abs((u or 0) - now_s()) <= 2 for u in used)
+    assert 1 <= len(writes) < 12
+
+
 async def test_the_audit_log_records_key_changes_and_admin_actions(api: Api) -> None:
     merchant, auth = await api.merchant()
     other, other_auth = await api.merchant(name="Other")

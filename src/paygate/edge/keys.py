@@ -4,7 +4,9 @@ Keys are stored as HMAC hashes (paygate.merchants.keys); a request's key is look
 with its merchant's tier and API version, and kept `PAYGATE_KEY_CACHE_TTL_S` (1 s) in this
 process: a revocation here takes effect at once (the entry is dropped), one made in another
 process within that time. `last_used_at` is written in the background at most once a minute per
-key and process, never once per request.
+key and process, never once per request, and the keys due meanwhile are written together: one
+write transaction for all of them, not one per key (with many merchants each sending now and
+then, nearly every request brings a key that is due).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class KeyCache:
         self._max = max_items
         self._by_hash: dict[str, tuple[float, KeyRecord]] = {}
         self._touched: dict[str, float] = {}
+        self._due: set[str] = set()  # keys whose last_used_at waits to be written
+        self._writing = False
 
     def get(self, key_hash: str) -> KeyRecord | None:
         item = self._by_hash.get(key_hash)
@@ -99,6 +103,27 @@ class KeyCache:
         self._touched[key_id] = now
         return True
 
+    def touch(self, key_id: str) -> bool:
+        """Note a use of the key; True when the caller must start the writer (none runs)."""
+        if not self.due_touch(key_id):
+            return False
+        self._due.add(key_id)
+        if self._writing:
+            return False
+        self._writing = True
+        return True
+
+    def take_due(self) -> list[str]:
+        """The keys to write now; when none are left, the writer is done."""
+        due, self._due = sorted(self._due), set()
+        if not due:
+            self._writing = False
+        return due
+
+    def writer_gone(self) -> None:
+        """The writer could not run or stopped early: the next use starts another."""
+        self._writing = False
+
 
 async def resolve(rt: Runtime, cache: KeyCache, token: str) -> Principal:
     """The principal behind a bearer token, or `AuthenticationFailed`."""
@@ -121,8 +146,8 @@ async def resolve(rt: Runtime, cache: KeyCache, token: str) -> Principal:
         raise AuthenticationFailed(
             "This API key has expired; use the key that replaced it.", code="api_key_expired"
         )
-    if cache.due_touch(record.id):
-        rt.spawn(_touch(rt, record.id))
+    if cache.touch(record.id) and not rt.spawn(_write_touches(rt, cache)):
+        cache.writer_gone()
     return Principal(
         kind=record.kind,
         merchant_id=record.merchant_id,
@@ -134,11 +159,17 @@ async def resolve(rt: Runtime, cache: KeyCache, token: str) -> Principal:
     )
 
 
-async def _touch(rt: Runtime, key_id: str) -> None:
+async def _write_touches(rt: Runtime, cache: KeyCache) -> None:
+    """Write `last_used_at` of every key due, in one transaction per round; the keys that come
+    due while a round commits go in the next."""
     try:
-        async with rt.db.transaction() as conn:
-            await conn.execute(
-                api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=now_s())
-            )
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("api_key.touch_failed", key=key_id, error=type(exc).__name__)
+        while due := cache.take_due():
+            try:
+                async with rt.db.transaction() as conn:
+                    await conn.execute(
+                        api_keys.update().where(api_keys.c.id.in_(due)).values(last_used_at=now_s())
+                    )
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("api_key.touch_failed", keys=len(due), error=type(exc).__name__)
+    finally:
+        cache.writer_gone()
