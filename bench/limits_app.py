@@ -31,6 +31,10 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with db.transaction() as conn:
+            if not db.is_sqlite:
+                # The server processes start together: two concurrent CREATE TABLE IF NOT EXISTS
+                # can both try to create the table's type, and one then fails its start.
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7001)"))
             await conn.execute(sa.text(DDL))
         yield
         await db.dispose()
