@@ -117,6 +117,14 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _role_cpu(figures: dict[str, Any], role: str) -> float | None:
+    """CPU per operation of the scale-out processes whose name holds `role` (None embedded)."""
+    procs = [p for p in figures["server"]["processes"] if role in p["name"]]
+    if not procs or not figures["ops"]:
+        return None
+    return round(1000 * sum(float(p["cpu_s"]) for p in procs) / int(figures["ops"]), 1)
+
+
 FIGURES = (
     ("ok/s", lambda f: f["ops_per_s"]),
     ("create p50", lambda f: (f["create_ms"] or {}).get("p50")),
@@ -124,6 +132,10 @@ FIGURES = (
     ("outcome p50", lambda f: (f["outcome_ms"] or {}).get("p50")),
     ("outcome p99", lambda f: (f["outcome_ms"] or {}).get("p99")),
     ("CPU ms/op", lambda f: f["server"]["cpu_ms_per_op"]),
+    *(
+        (f"{role} CPU ms/op", lambda f, role=role: _role_cpu(f, role))
+        for role in ("server worker", "relay", "fraud", "processor", "notifier")
+    ),
     ("commits/s", lambda f: f.get("commits_per_s")),
     ("writers/commit", lambda f: f.get("writers_per_commit")),
     ("commits/WAL fsync", lambda f: f.get("commits_per_wal_sync")),

@@ -14,8 +14,12 @@ import sqlalchemy as sa
 
 from paygate.notifications.tables import webhook_attempts, webhook_deliveries
 from paygate.notifications.worker import NotificationService
+from paygate.platform.bus import Event, LocalBus
 from paygate.platform.db.tables import outbox
+from paygate.platform.outbox import PUBLIC_TYPES
+from paygate.platform.relay import Relay
 from paygate.runtime import Runtime
+from tests.conftest import new_merchant
 from tests.notifications.conftest import Events
 from tests.notifications.support import Receiver, eventually, verify
 from tests.support import CARD, idem, payment_body
@@ -280,3 +284,37 @@ async def test_no_card_number_and_no_secret_in_any_payload_or_log(
     assert number not in logs and secret[6:] not in logs
     deliveries = str(await attempts(client, auth, e["id"]))
     assert number not in deliveries and secret[6:] not in deliveries
+
+
+async def test_a_batch_of_events_makes_the_same_deliveries_once(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    receiver: Receiver,
+    notifier: NotificationService,
+) -> None:
+    # The relay's batch reaches the notifier in one call (one read, one write transaction);
+    # every event still gets its own delivery per endpoint, and a redelivered batch adds none.
+    other = await new_merchant(client, name="Other shop")
+    other_auth = {"Authorization": f"Bearer {other['api_key']}"}
+    await endpoint(client, auth, receiver.url("/first"))
+    await endpoint(client, other_auth, receiver.url("/second"))
+    for who in (auth, other_auth, auth, other_auth, auth):
+        await pay(client, who)
+    bus, sizes, seen = LocalBus(), [], []
+
+    async def batch(events: list[Event]) -> None:
+        sizes.append(len(events))
+        seen.extend(events)
+        await notifier.on_events(events)
+
+    bus.subscribe("notifications", sorted(PUBLIC_TYPES), notifier.on_event, batch=batch)
+    await Relay(runtime.db, bus).drain(10)
+    assert max(sizes) > 1
+    await eventually(lambda: len(receiver.at("/first")) == 3 and len(receiver.at("/second")) == 2)
+    await notifier.on_events(seen)  # delivered again, as a broker may
+    await asyncio.sleep(0.3)
+    assert (len(receiver.at("/first")), len(receiver.at("/second"))) == (3, 2)
+    async with runtime.db.read() as conn:
+        count = await conn.scalar(sa.select(sa.func.count()).select_from(webhook_deliveries))
+    assert count == 5

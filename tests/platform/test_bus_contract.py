@@ -127,6 +127,54 @@ async def test_an_always_failing_event_is_dead_lettered(make_bus: Any) -> None:
     assert dead[0][:2] == (consumer, e["id"])
 
 
+async def test_events_that_arrive_together_reach_the_batch_handler_together(
+    make_bus: Any,
+) -> None:
+    bus = await make_bus()
+    batches: list[list[str]] = []
+    alone: list[str] = []
+
+    async def one(e: Event) -> None:
+        alone.append(e["id"])
+
+    async def many(events: list[Event]) -> None:
+        batches.append([e["id"] for e in events])
+
+    bus.subscribe(name(), ["payment.created"], one, batch=many)
+    events = [event() for _ in range(5)]
+    await bus.publish(events)  # before start: on NATS they wait in the stream, one fetch away
+    await bus.start()
+    seen = lambda: sorted([*alone, *(i for b in batches for i in b)])  # noqa: E731
+    await eventually(lambda: len(seen()) >= 5)
+    await asyncio.sleep(0.2)
+    assert seen() == sorted(e["id"] for e in events)  # each once
+    assert batches and max(len(b) for b in batches) > 1
+
+
+async def test_a_failing_batch_is_delivered_one_by_one(make_bus: Any) -> None:
+    dead: DeadLetters = []
+    bus = await make_bus(dead)
+    consumer = name()
+    applied: list[str] = []
+    events = [event() for _ in range(4)]
+    poison = events[2]["id"]
+
+    async def one(e: Event) -> None:
+        if e["id"] == poison:
+            raise ValueError("cannot apply")
+        applied.append(e["id"])
+
+    async def many(_events: list[Event]) -> None:
+        raise RuntimeError("the batch's transaction failed")
+
+    bus.subscribe(consumer, ["payment.created"], one, batch=many)
+    await bus.publish(events)
+    await bus.start()
+    await eventually(lambda: bool(dead) and len(applied) >= 3, seconds=30)
+    assert sorted(applied) == sorted(e["id"] for e in events if e["id"] != poison)
+    assert dead[0][:2] == (consumer, poison)
+
+
 @pytest.fixture
 async def nats_buses(nats_url: str) -> AsyncIterator[Callable[[], Any]]:
     """NATS only: sharing work between processes and de-duplication are the broker's."""

@@ -75,7 +75,7 @@ class NotificationService:
         )
 
     def register(self, bus: Bus) -> None:
-        bus.subscribe("notifications", sorted(PUBLIC_TYPES), self.on_event)
+        bus.subscribe("notifications", sorted(PUBLIC_TYPES), self.on_event, batch=self.on_events)
 
     def wake(self) -> None:
         """New rows are due: the loop looks now rather than at its next poll."""
@@ -98,26 +98,38 @@ class NotificationService:
     # The consumer: rows only, quickly.
 
     async def on_event(self, event: Event) -> None:
-        if event.get("type") not in PUBLIC_TYPES:
-            return  # internal events never leave the gateway
+        await self.on_events([event])
+
+    async def on_events(self, events: list[Event]) -> None:
+        """The rows of several events: one read, one write transaction. Idempotent: a row
+        already there for an (event, endpoint) or a message key is left as it is."""
+        planned: list[tuple[sa.RowMapping, list[str], list[dict[str, Any]]]] = []
+        endpoints_of: dict[tuple[str, bool], list[sa.RowMapping]] = {}
         async with self.rt.db.read() as conn:
-            row = await repo.event_row(conn, event["id"])
-            if row is None or not row["public"]:
-                return
-            endpoints = [
-                e["id"]
-                for e in await repo.enabled_endpoints(conn, row["merchant_id"], row["livemode"])
-                if takes(e["enabled_events"], row["type"])
-            ]
-            notices = await self._customer_notices(conn, row)
-        if not endpoints and not notices:
+            for event in events:
+                if event.get("type") not in PUBLIC_TYPES:
+                    continue  # internal events never leave the gateway
+                row = await repo.event_row(conn, event["id"])
+                if row is None or not row["public"]:
+                    continue
+                owner = (row["merchant_id"], row["livemode"])
+                if owner not in endpoints_of:
+                    endpoints_of[owner] = list(await repo.enabled_endpoints(conn, *owner))
+                endpoints = [
+                    e["id"] for e in endpoints_of[owner] if takes(e["enabled_events"], row["type"])
+                ]
+                notices = await self._customer_notices(conn, row)
+                if endpoints or notices:
+                    planned.append((row, endpoints, notices))
+        if not planned:
             return
         now = time.time()
         async with self.rt.db.transaction() as conn:
-            await repo.add_deliveries(
-                conn, row["id"], row["type"], endpoints, due=now, give_up_at=self._give_up(now)
-            )
-            await store.add_messages(conn, notices)
+            for row, endpoints, notices in planned:
+                await repo.add_deliveries(
+                    conn, row["id"], row["type"], endpoints, due=now, give_up_at=self._give_up(now)
+                )
+                await store.add_messages(conn, notices)
         self.wake()
 
     async def _customer_notices(

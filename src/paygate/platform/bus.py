@@ -6,6 +6,11 @@ the event (or dead-lettered it after its retries): the relay marks an outbox row
 so a crash at any point redelivers from the outbox on restart and loses nothing. A
 scale-out bus implements the same protocol on a broker.
 
+A consumer may also give a *batch handler*: the events of its subscription that arrive together
+(a relay batch here, one fetch from the broker) are then applied in one call, one transaction,
+instead of one each. If the batch handler raises, each event of the batch is delivered alone to
+the plain handler, with its retries and dead letter, so one bad event holds up no other.
+
 Every delivery runs in a consumer span whose parent is the trace context the event carries
 (`tracing.CARRIER_KEY`, set by the relay), with the event's payment and merchant bound to its log
 lines (paygate.platform.tracing). Here the relay's batch is the unit of delivery, so each event's
@@ -25,13 +30,21 @@ from paygate.platform.logging import log
 
 Event = dict[str, Any]
 Handler = Callable[[Event], Awaitable[None]]
+BatchHandler = Callable[[list[Event]], Awaitable[None]]
 DeadLetter = Callable[[str, Event, str, int], Awaitable[None]]
 
 
 class Bus(Protocol):
     backend: str
 
-    def subscribe(self, consumer: str, types: Iterable[str], handler: Handler) -> None: ...
+    def subscribe(
+        self,
+        consumer: str,
+        types: Iterable[str],
+        handler: Handler,
+        *,
+        batch: BatchHandler | None = None,
+    ) -> None: ...
 
     async def publish(self, events: list[Event]) -> None: ...
 
@@ -49,6 +62,7 @@ class _Subscription:
     consumer: str
     types: frozenset[str]
     handler: Handler
+    batch: BatchHandler | None = None
 
 
 @dataclass
@@ -62,16 +76,24 @@ class LocalBus:
     backend: str = "local"
     _subs: list[_Subscription] = field(default_factory=list)
 
-    def subscribe(self, consumer: str, types: Iterable[str], handler: Handler) -> None:
-        self._subs.append(_Subscription(consumer, frozenset(types), handler))
+    def subscribe(
+        self,
+        consumer: str,
+        types: Iterable[str],
+        handler: Handler,
+        *,
+        batch: BatchHandler | None = None,
+    ) -> None:
+        self._subs.append(_Subscription(consumer, frozenset(types), handler, batch))
 
     async def publish(self, events: list[Event]) -> None:
-        deliveries = [
-            self._deliver(sub, event)
-            for event in events
-            for sub in self._subs
-            if event["type"] in sub.types or "*" in sub.types
-        ]
+        deliveries = []
+        for sub in self._subs:
+            mine = [e for e in events if e["type"] in sub.types or "*" in sub.types]
+            if sub.batch is not None and len(mine) > 1:
+                deliveries.append(self._deliver_batch(sub, mine))
+            else:
+                deliveries += [self._deliver(sub, event) for event in mine]
         await asyncio.gather(*deliveries)
 
     async def ping(self) -> bool:
@@ -82,6 +104,12 @@ class LocalBus:
 
     async def close(self) -> None:
         return None
+
+    async def _deliver_batch(self, sub: _Subscription, events: list[Event]) -> None:
+        assert sub.batch is not None
+        if await apply_batch(sub.consumer, sub.batch, events, system="paygate"):
+            return
+        await asyncio.gather(*(self._deliver(sub, event) for event in events))
 
     async def _deliver(self, sub: _Subscription, event: Event) -> None:
         carrier = event.get(tracing.CARRIER_KEY)
@@ -107,3 +135,24 @@ class LocalBus:
                         await self.dead_letter(sub.consumer, event, error, attempt)
                     return
                 await asyncio.sleep(random.uniform(0, self.base_delay_s * 2**attempt))
+
+
+async def apply_batch(
+    consumer: str, batch: BatchHandler, events: list[Event], *, system: str
+) -> bool:
+    """Apply `events` in one call of the batch handler; False (logged) if it raised, and the
+    caller then delivers them one by one."""
+    span = tracing.start_batch(f"{consumer} batch", len(events), **{"messaging.system": system})
+    try:
+        await batch(events)
+        return True
+    except Exception as exc:
+        log.warning(
+            "bus.batch_failed",
+            consumer=consumer,
+            events=len(events),
+            error=f"{type(exc).__name__}: {exc}"[:500],
+        )
+        return False
+    finally:
+        span.end()

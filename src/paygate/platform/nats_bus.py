@@ -36,7 +36,7 @@ from nats.js.errors import NotFoundError
 from opentelemetry.trace import Span
 
 from paygate.platform import tracing
-from paygate.platform.bus import DeadLetter, Event, Handler
+from paygate.platform.bus import BatchHandler, DeadLetter, Event, Handler, apply_batch
 from paygate.platform.logging import log
 
 PREFIX = "paygate"
@@ -59,6 +59,7 @@ class _Subscription:
     stream: str
     types: frozenset[str]
     handler: Handler
+    batch: BatchHandler | None = None
 
 
 class NatsBus:
@@ -162,12 +163,21 @@ class NatsBus:
 
     # Consuming
 
-    def subscribe(self, consumer: str, types: Iterable[str], handler: Handler) -> None:
+    def subscribe(
+        self,
+        consumer: str,
+        types: Iterable[str],
+        handler: Handler,
+        *,
+        batch: BatchHandler | None = None,
+    ) -> None:
         by_stream: dict[str, set[str]] = {}
         for event_type in types:
             by_stream.setdefault(stream_of(event_type, self.prefix), set()).add(event_type)
         for stream, stream_types in by_stream.items():
-            self._subs.append(_Subscription(consumer, stream, frozenset(stream_types), handler))
+            self._subs.append(
+                _Subscription(consumer, stream, frozenset(stream_types), handler, batch)
+            )
 
     async def start(self) -> None:
         for sub in self._subs:
@@ -211,9 +221,26 @@ class NatsBus:
                 f"{sub.consumer} fetch", len(msgs), **{"messaging.system": "nats"}
             )
             try:
-                await asyncio.gather(*(self._handle(sub, m, batch) for m in msgs))
+                if not (len(msgs) > 1 and await self._apply_batch(sub, msgs)):
+                    await asyncio.gather(*(self._handle(sub, m, batch) for m in msgs))
             finally:
                 batch.end()
+
+    async def _apply_batch(self, sub: _Subscription, msgs: list[Msg]) -> bool:
+        """The fetched messages in one call of the consumer's batch handler, then acknowledged;
+        False when there is none or it raised: the caller then handles them one by one."""
+        if sub.batch is None:
+            return False
+        try:
+            events = [orjson.loads(m.data) for m in msgs]
+        except ValueError:
+            return False  # one of them is not an event: each gets its own handling
+        if not await apply_batch(sub.consumer, sub.batch, events, system="nats"):
+            return False
+        # Applied and committed: an acknowledgement lost now only brings a redelivery, which
+        # the consumer's idempotence absorbs.
+        await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
+        return True
 
     async def _handle(self, sub: _Subscription, msg: Msg, batch: Span | None) -> None:
         event: dict[str, Any] = orjson.loads(msg.data)
