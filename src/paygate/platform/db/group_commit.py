@@ -94,13 +94,9 @@ class GroupCommit:
             await self._end_writer(batch, savepoint, failed=True)
             raise
         await self._end_writer(batch, savepoint, failed=False)
-        # The batch commits in the writer who comes last (or the flusher): wait for it.
-        try:
-            await asyncio.shield(batch.done)
-        except BatchAborted:
-            raise
-        except Exception as exc:
-            raise BatchAborted(f"the group commit failed: {exc}") from exc
+        # The batch commits in the writer who comes last (or the flusher): wait for it. Its
+        # failure is always a BatchAborted (`settle`).
+        await asyncio.shield(batch.done)
 
     async def _open(self) -> _Batch:
         conn = await self.engine.connect()
@@ -154,9 +150,12 @@ class GroupCommit:
             batch.settle(BatchAborted(f"the group commit failed: {exc}"))
             await _discard(batch.conn)
             return
-        await batch.conn.close()
         metrics.GROUP_COMMIT_WRITERS.observe(batch.writers)
-        batch.settle()
+        batch.settle()  # committed: the writers go on, whatever becomes of the connection
+        try:
+            await batch.conn.close()
+        except Exception:
+            await _discard(batch.conn)
 
     async def _abort(self, batch: _Batch, exc: BaseException) -> None:
         self._batch = None
