@@ -71,6 +71,23 @@ async def latest(conn: AsyncConnection, payment_id: str) -> tuple[str, Assessmen
     return None if row is None else (row["id"], _from_row(row))
 
 
+async def latest_of(
+    conn: AsyncConnection, payment_ids: list[str]
+) -> dict[str, tuple[str, Assessment]]:
+    """`latest` of several payments in one statement, keyed by payment id (payments never
+    screened are absent)."""
+    if not payment_ids:
+        return {}
+    rows = (
+        await conn.execute(
+            sa.select(fraud_assessments)
+            .where(fraud_assessments.c.payment_id.in_(payment_ids))
+            .order_by(fraud_assessments.c.id)
+        )
+    ).mappings()
+    return {row["payment_id"]: (row["id"], _from_row(row)) for row in rows}
+
+
 async def for_payment(conn: AsyncConnection, payment_id: str) -> list[dict[str, Any]]:
     rows = (
         (

@@ -2,10 +2,11 @@
 `payment.fraud_assessed` that the processor acts on, and feeds fraud reports
 (`payment.fraud_reported`) into the features.
 
-For one payment: read its row and its merchant's settings; compute the features over the
-counter store (each payment counted once, keyed by its id, however often the event comes) and
-score them with the model, within `PAYGATE_FRAUD_TIMEOUT_MS`; let a rule override; decide
-(`paygate.fraud.decide`); then, in one transaction, append the assessment and emit the decision.
+For the payments of the events that arrive together (a batch, or one event): read their rows
+and their merchants' settings; compute each one's features over the counter store (each payment
+counted once, keyed by its id, however often the event comes) and score them with the model,
+within `PAYGATE_FRAUD_TIMEOUT_MS`; let a rule override; decide (`paygate.fraud.decide`); then,
+in one transaction, append the assessments and emit the decisions.
 Scoring raised or took too long: the merchant's fail mode decides. A redelivery finds the stored
 assessment and emits that again (the processor applies only the first: the payment has left
 `pending`)."""
@@ -26,7 +27,12 @@ from paygate.fraud.decide import Policy, RuleVerdict, Scored, decide
 from paygate.fraud.features import DEFAULT_CONFIG, FeatureConfig, OnlineFeatures, Txn
 from paygate.fraud.rules import match_rules
 from paygate.fraud.scoring import ModelScorer, Scorer
-from paygate.fraud.screening import DECLINE_TEST_CARD, ELEVATED_FROM, REVIEW_TEST_CARD
+from paygate.fraud.screening import (
+    DECLINE_TEST_CARD,
+    ELEVATED_FROM,
+    REVIEW_TEST_CARD,
+    Assessment,
+)
 from paygate.money import exponent
 from paygate.payments import repository as payments
 from paygate.platform import outbox
@@ -64,7 +70,7 @@ class FraudWorker:
         self._scorer = scorer
 
     def register(self, bus: Bus) -> None:
-        bus.subscribe("fraud", ["payment.created", REPORTED], self.on_event)
+        bus.subscribe("fraud", ["payment.created", REPORTED], self.on_event, batch=self.on_events)
 
     async def close(self) -> None:
         close = getattr(self.store, "close", None)
@@ -72,94 +78,128 @@ class FraudWorker:
             await close()
 
     async def on_event(self, event: Event) -> None:
-        if event["type"] == REPORTED:
-            await self.on_reported(event["data"]["object"])
-        else:
-            await self.on_payment_created(event)
+        await self.on_events([event])
+
+    async def on_events(self, events: list[Event]) -> None:
+        """Count the reports, then screen the created payments together (`screen`)."""
+        created: dict[str, Event] = {}
+        for event in events:
+            if event["type"] == REPORTED:
+                await self.on_reported(event["data"]["object"])
+            elif event["type"] == "payment.created":
+                created.setdefault(event["data"]["object"]["id"], event)
+        if created:
+            await self.screen(list(created.values()))
 
     async def on_payment_created(self, event: Event) -> None:
-        payment: dict[str, Any] = event["data"]["object"]
-        payment_id = payment["id"]
+        await self.screen([event])
+
+    async def screen(self, events: list[Event]) -> None:
+        """Screen the payments of `payment.created` events: one read connection for their rows,
+        settings and rules, the model per payment in event order, then one write transaction
+        that appends every assessment and emits every decision."""
+        ids = [event["data"]["object"]["id"] for event in events]
         async with self.rt.db.read() as conn:
-            row = await payments.get_by_id(conn, payment_id)
-            if row is None or row["status"] != "pending":
+            found = await payments.get_many(conn, ids)
+            pending = [found[i] for i in ids if i in found and found[i]["status"] == "pending"]
+            if not pending:
                 return  # already decided: nothing to screen
-            stored = await assessments.latest(conn, payment_id)
-            settings = await policy.get(conn, row["merchant_id"])
-            rule = await self.match_rules(conn, row)
-        if stored is None:
-            scored = await self._score(row, settings)
+            stored = await assessments.latest_of(conn, [row["id"] for row in pending])
+            unscreened = [row for row in pending if row["id"] not in stored]
+            settings: dict[str, Policy] = {}
+            for row in unscreened:
+                if row["merchant_id"] not in settings:
+                    settings[row["merchant_id"]] = await policy.get(conn, row["merchant_id"])
+            rules = await self.match_rules(conn, unscreened)
+        decided: dict[str, Assessment] = {}
+        for row in unscreened:
+            scored = await self._score(row, settings[row["merchant_id"]])
             fingerprint = row["payment_method"]["card"]["fingerprint"]
-            assessment = decide(
+            decided[row["id"]] = decide(
                 scored,
-                settings,
-                rule=rule,
+                settings[row["merchant_id"]],
+                rule=rules.get(row["id"]),
                 livemode=row["livemode"],
                 test_card=self._test_cards.get(fingerprint),
             )
+        sequences = {event["data"]["object"]["id"]: event["sequence"] for event in events}
+        emitted: list[tuple[sa.RowMapping, Assessment]] = []
         async with self.rt.db.transaction() as conn:
-            row = await payments.get_by_id(conn, payment_id, for_update=True)
-            if row is None or row["status"] != "pending":
-                return
+            locked = await payments.get_many(conn, [row["id"] for row in pending], for_update=True)
             # A delivery that ran beside this one may have stored its assessment first.
-            stored = await assessments.latest(conn, payment_id)
-            if stored is not None:
-                assessment_id, assessment = stored
-            else:
-                assessment_id = await assessments.insert(
+            stored = await assessments.latest_of(conn, list(locked))
+            for payment_id in ids:
+                current = locked.get(payment_id)
+                if current is None or current["status"] != "pending":
+                    continue
+                if payment_id in stored:
+                    assessment_id, assessment = stored[payment_id]
+                else:  # unscreened when read, since assessments are never deleted
+                    assessment = decided[payment_id]
+                    assessment_id = await assessments.insert(
+                        conn,
+                        payment_id=payment_id,
+                        merchant_id=current["merchant_id"],
+                        livemode=current["livemode"],
+                        assessment=assessment,
+                    )
+                decision = {
+                    "id": payment_id,
+                    "livemode": current["livemode"],
+                    "risk": assessment.as_risk(),
+                    "assessment": assessment_id,
+                    "source": assessment.source,
+                    "model_version": assessment.model_version,
+                }
+                await outbox.emit(
                     conn,
-                    payment_id=payment_id,
-                    merchant_id=row["merchant_id"],
-                    livemode=row["livemode"],
-                    assessment=assessment,
+                    type="payment.fraud_assessed",
+                    obj=decision,
+                    merchant_id=current["merchant_id"],
+                    sequence=sequences[payment_id],
                 )
-            decision = {
-                "id": payment_id,
-                "livemode": row["livemode"],
-                "risk": assessment.as_risk(),
-                "assessment": assessment_id,
-                "source": assessment.source,
-                "model_version": assessment.model_version,
-            }
-            await outbox.emit(
-                conn,
-                type="payment.fraud_assessed",
-                obj=decision,
+                emitted.append((current, assessment))
+        for row, assessment in emitted:
+            log.info(
+                "fraud.assessed",
+                payment_id=row["id"],
                 merchant_id=row["merchant_id"],
-                sequence=event["sequence"],
+                score=assessment.score,
+                decision=assessment.decision,
+                source=assessment.source,
             )
-        log.info(
-            "fraud.assessed",
-            payment_id=payment_id,
-            merchant_id=row["merchant_id"],
-            score=assessment.score,
-            decision=assessment.decision,
-            source=assessment.source,
-        )
-        self.rt.changed(payment_id)
+        if emitted:
+            self.rt.changed(*(row["id"] for row, _ in emitted))
 
     # ---- Rules plug in here: the one call site of the rules engine (paygate.fraud.rules). ----
-    async def match_rules(self, conn: AsyncConnection, row: sa.RowMapping) -> RuleVerdict | None:
-        """The merchant's matching rule for this payment, if any (`allow`, `block` or
-        `review`); `decide` lets it override the score. The velocity attributes are counted
-        here for every payment, so that a rule added later sees the history."""
-        found = (
-            (await conn.execute(facts_query().where(payments_table.c.id == row["id"])))
-            .mappings()
-            .one_or_none()
-        )
-        if found is None:
-            return None
-        facts = facts_of(found)
-        try:
-            counted = await velocity.observe(
-                self.store, row["id"], row["merchant_id"], row["livemode"], facts
+    async def match_rules(
+        self, conn: AsyncConnection, rows: list[sa.RowMapping]
+    ) -> dict[str, RuleVerdict | None]:
+        """Each payment's matching rule of its merchant, if any (`allow`, `block` or `review`);
+        `decide` lets it override the score. The velocity attributes are counted here for every
+        payment, in order, so that a rule added later sees the history."""
+        if not rows:
+            return {}
+        query = facts_query().where(payments_table.c.id.in_([row["id"] for row in rows]))
+        found = (await conn.execute(query)).mappings()
+        facts_by_id = {row["id"]: facts_of(row) for row in found}
+        verdicts: dict[str, RuleVerdict | None] = {}
+        for row in rows:
+            facts = facts_by_id.get(row["id"])
+            if facts is None:
+                continue
+            try:
+                counted = await velocity.observe(
+                    self.store, row["id"], row["merchant_id"], row["livemode"], facts
+                )
+            except Exception as exc:  # rules still run; a velocity they test reads as unknown
+                log.error("fraud.velocity_failed", payment_id=row["id"], error=str(exc)[:300])
+                counted = {}
+            attributes = attributes_of(facts, counted)
+            verdicts[row["id"]] = await match_rules(
+                conn, row["merchant_id"], row["livemode"], attributes
             )
-        except Exception as exc:  # rules still run; a velocity they test reads as unknown
-            log.error("fraud.velocity_failed", payment_id=row["id"], error=str(exc)[:300])
-            counted = {}
-        attributes = attributes_of(facts, counted)
-        return await match_rules(conn, row["merchant_id"], row["livemode"], attributes)
+        return verdicts
 
     async def _score(self, row: sa.RowMapping, settings: Policy) -> Scored | None:
         """The model's view, or None when it raised or overran the timeout."""

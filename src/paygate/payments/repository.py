@@ -45,6 +45,19 @@ async def get_by_id(
     return (await conn.execute(query)).mappings().one_or_none()
 
 
+async def get_many(
+    conn: AsyncConnection, payment_ids: list[str], *, for_update: bool = False
+) -> dict[str, sa.RowMapping]:
+    """Payments by id, keyed by id (missing ids are absent). `for_update` locks the rows in id
+    order, the order every locker of several payments takes, so that two never deadlock."""
+    if not payment_ids:
+        return {}
+    query = sa.select(payments).where(payments.c.id.in_(payment_ids)).order_by(payments.c.id)
+    if for_update:
+        query = query.with_for_update()
+    return {row["id"]: row for row in (await conn.execute(query)).mappings()}
+
+
 async def update(
     conn: AsyncConnection, payment_id: str, version: int, values: dict[str, Any]
 ) -> bool:

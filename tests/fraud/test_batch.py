@@ -1,0 +1,111 @@
+"""The fraud worker applying a batch of `payment.created` events (one read, one write
+transaction): each payment screened once, by its own merchant's settings, and a batch delivered
+again adds no assessment and counts no payment twice. No pipeline runs, so payments stay
+`pending` until the worker is called."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from paygate.fraud.counters import MemoryCounterStore, bucket_keys
+from paygate.fraud.worker import FraudWorker
+from paygate.platform.db.tables import outbox, payments
+from paygate.runtime import Runtime
+from tests.conftest import new_merchant
+from tests.fraud.live import FixedScorer, stored_assessments
+from tests.support import idem, payment_body
+
+
+async def _created(
+    client: httpx.AsyncClient, rt: Runtime, auth: dict[str, str], n: int
+) -> list[dict[str, Any]]:
+    """`n` new payments' `payment.created` events, as the outbox holds them."""
+    ids = []
+    for _ in range(n):
+        r = await client.post("/v1/payments", json=payment_body(), headers={**auth, **idem()})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    async with rt.db.read() as conn:
+        rows = await conn.execute(
+            sa.select(outbox.c.object_id, outbox.c.payload).where(
+                outbox.c.object_id.in_(ids), outbox.c.type == "payment.created"
+            )
+        )
+        by_id = {object_id: payload for object_id, payload in rows}
+    return [by_id[i] for i in ids]
+
+
+async def _decisions(rt: Runtime, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    async with rt.db.read() as conn:
+        rows = await conn.execute(
+            sa.select(outbox.c.object_id, outbox.c.payload, outbox.c.sequence)
+            .where(outbox.c.object_id.in_(ids), outbox.c.type == "payment.fraud_assessed")
+            .order_by(outbox.c.position)
+        )
+        found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for object_id, payload, sequence in rows:
+            found[object_id].append({**payload["data"]["object"], "sequence": sequence})
+    return found
+
+
+async def test_a_batch_is_screened_per_payment_by_each_merchants_settings(
+    client: httpx.AsyncClient, runtime: Runtime, merchant: dict[str, Any], auth: dict[str, str]
+) -> None:
+    other = await new_merchant(client, "Globex")
+    other_auth = {"Authorization": f"Bearer {other['api_key']}"}
+    r = await client.post(
+        "/v1/fraud/settings",
+        json={"review_threshold": 30, "decline_threshold": 50},
+        headers=other_auth,
+    )
+    assert r.status_code == 200, r.text
+    mine = await _created(client, runtime, auth, 3)
+    theirs = await _created(client, runtime, other_auth, 2)
+    batch = [mine[0], theirs[0], mine[1], theirs[1], mine[2]]
+    ids = [e["data"]["object"]["id"] for e in batch]
+
+    store = MemoryCounterStore()
+    worker = FraudWorker(runtime, store=store, scorer=FixedScorer(40))
+    await worker.on_events(batch)
+    await worker.on_events(batch)  # delivered again
+
+    decisions = await _decisions(runtime, ids)
+    for event in batch:
+        pid = event["data"]["object"]["id"]
+        [stored] = await stored_assessments(runtime, pid)
+        # 40 approves under the defaults (review from 65), reviews under the other's 30.
+        expected = "review" if event in theirs else "approve"
+        assert (stored["score"], stored["decision"]) == (40, expected)
+        # A redelivery emits the stored assessment again, never a second one.
+        assert {d["assessment"] for d in decisions[pid]} == {stored["id"]}
+        assert {d["sequence"] for d in decisions[pid]} == {event["sequence"]}
+    # Every payment used the same card: each counted once in its own merchant's velocity.
+    for owner, event, count in ((merchant, mine[0], 3), (other, theirs[0], 2)):
+        payment = event["data"]["object"]
+        fingerprint = payment["payment_method"]["card"]["fingerprint"].lower()
+        series = f"fraud:vel:{owner['id']}:test:card:{fingerprint}:n"
+        counts = await store.get_many(bucket_keys(series, payment["created"] // 60))
+        assert set(counts) == {count}
+
+
+async def test_a_batch_skips_payments_already_decided_and_unknown_ids(
+    client: httpx.AsyncClient, runtime: Runtime, auth: dict[str, str]
+) -> None:
+    events = await _created(client, runtime, auth, 3)
+    decided = events[1]["data"]["object"]["id"]
+    async with runtime.db.transaction() as conn:
+        await conn.execute(
+            payments.update().where(payments.c.id == decided).values(status="failed")
+        )
+    unknown = {**events[0], "data": {"object": {**events[0]["data"]["object"], "id": "pay_none"}}}
+    worker = FraudWorker(runtime, store=MemoryCounterStore(), scorer=FixedScorer(10))
+    await worker.on_events([*events, unknown])
+
+    ids = [e["data"]["object"]["id"] for e in events]
+    decisions = await _decisions(runtime, ids)
+    assert [len(decisions[i]) for i in ids] == [1, 0, 1]
+    assert await stored_assessments(runtime, decided) == []
+    assert await stored_assessments(runtime, "pay_none") == []
