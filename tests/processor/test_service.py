@@ -10,23 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from paygate.config import Settings
-from paygate.connectors.breaker import CircuitBreaker
-from paygate.connectors.http import HttpBankConnector, RetryPolicy
-from paygate.fraud.worker import FraudWorker
 from paygate.platform.bus import Event
 from paygate.processor.recovery import Recovery
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
-from tests.conftest import make_settings
-from tests.e2e.conftest import BANK_KEY, BankServer
+from tests.processor.conftest import (
+    HANG_S,
+    PATIENT_READ_S,
+    assessed,
+    bank_connector,
+    create,
+    payment_of,
+)
 from tests.processor.records import (
     attempt_states,
     bank_log,
@@ -37,91 +37,7 @@ from tests.processor.records import (
     log_of,
     set_faults,
 )
-from tests.support import idem, payment_body
-
-# The read timeout of the tests that make the bank hang, and how long it hangs: past that timeout,
-# so a hung call is a timeout; short, because the simulator's server waits for it when it stops.
-# Every other test reads patiently: on a loaded machine an answer can take a second, and a test
-# that expects an answer must not see a timeout instead.
-READ_TIMEOUT_S = 1.5
-HANG_S = 3.0
-PATIENT_READ_S = 10.0
-
-
-@pytest.fixture
-def settings_extra() -> dict[str, Any]:
-    """Settings a test changes, by parametrizing this fixture."""
-    return {}
-
-
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str, settings_extra: dict[str, Any]) -> Settings:
-    return make_settings(
-        tmp_path, database_url, **{"recovery_backoff_scale": 1e-5, **settings_extra}
-    )
-
-
-@pytest.fixture
-def bank_url(tmp_path: Path) -> Iterator[str]:
-    server = BankServer(tmp_path / "bank")
-    url = server.start()
-    yield url
-    server.stop()
-
-
-@pytest.fixture
-async def bank(bank_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=bank_url, headers={"Authorization": f"Bearer {BANK_KEY}"}
-    ) as c:
-        yield c
-
-
-def _connector(bank_url: str, read_timeout: float) -> HttpBankConnector:
-    return HttpBankConnector(
-        bank_url,
-        BANK_KEY,
-        read_timeout=read_timeout,
-        retry=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
-        breaker=CircuitBreaker(failure_threshold=1000, reset_timeout_s=0.1),
-    )
-
-
-@pytest.fixture
-async def processor(runtime: Runtime, bank_url: str) -> AsyncIterator[Processor]:
-    connector = _connector(bank_url, PATIENT_READ_S)
-    yield Processor(runtime, connector)
-    await connector.aclose()
-
-
-@pytest.fixture
-async def hasty_processor(runtime: Runtime, bank_url: str) -> AsyncIterator[Processor]:
-    """A processor that gives up on the bank before a hung answer arrives."""
-    connector = _connector(bank_url, READ_TIMEOUT_S)
-    yield Processor(runtime, connector)
-    await connector.aclose()
-
-
-async def _create(client: httpx.AsyncClient, auth: dict[str, str], **body: Any) -> str:
-    r = await client.post("/v1/payments", json=payment_body(**body), headers={**auth, **idem()})
-    assert r.status_code == 202, r.text
-    payment_id: str = r.json()["id"]
-    return payment_id
-
-
-async def _assessed(rt: Runtime, payment_id: str) -> Event:
-    """The screening decision as the real fraud consumer emits it, read back from the outbox."""
-    await FraudWorker(rt).on_payment_created(
-        await event_payload(rt.db, payment_id, "payment.created")
-    )
-    return await event_payload(rt.db, payment_id, "payment.fraud_assessed")
-
-
-async def _payment(client: httpx.AsyncClient, auth: dict[str, str], pid: str) -> dict[str, Any]:
-    r = await client.get(f"/v1/payments/{pid}", headers=auth)
-    assert r.status_code == 200, r.text
-    payment: dict[str, Any] = r.json()
-    return payment
+from tests.support import idem
 
 
 async def _past_deadline(rt: Runtime, payment: dict[str, Any]) -> None:
@@ -138,7 +54,7 @@ async def _die_after_bank_call(
     its answer (what a shutdown, or a crash, does to a call in flight)."""
     # Held long enough for the cancellation to land while the call is still in flight.
     await set_faults(bank, timeout_rate=1, hang_s=1.0)
-    patient = _connector(bank_url, PATIENT_READ_S)
+    patient = bank_connector(bank_url, PATIENT_READ_S)
     task = asyncio.create_task(Processor(rt, patient).on_event(event))
     await eventually(lambda: bank_ops(bank, pid), lambda ops: len(ops) == 1, every_s=0.01)
     task.cancel()
@@ -185,10 +101,10 @@ async def test_decision_drives_one_bank_operation_and_one_event_per_transition(
 ) -> None:
     for number, capture, status, code, ops in OUTCOMES:
         case = f"{number} capture={capture}"
-        pid = await _create(client, auth, card={"number": number}, capture=capture)
-        await processor.on_event(await _assessed(runtime, pid))
+        pid = await create(client, auth, card={"number": number}, capture=capture)
+        await processor.on_event(await assessed(runtime, pid))
 
-        payment = await _payment(client, auth, pid)
+        payment = await payment_of(client, auth, pid)
         assert (payment["status"], payment["failure_code"]) == (status, code), case
         assert await bank_ops(bank, pid) == ops, case
         if not ops:  # screening declined: no attempt, no bank call
@@ -222,16 +138,16 @@ async def test_timeout_is_resolved_by_lookup_not_by_sending_again(
     # Every operation is applied, then answered too late; look-ups never hang. The switch stays
     # on to the end, so a second sale would time out again: success can only come from a look-up.
     await set_faults(bank, timeout_rate=1, hang_s=HANG_S)
-    pid = await _create(client, auth)
-    event = await _assessed(runtime, pid)
+    pid = await create(client, auth)
+    event = await assessed(runtime, pid)
     await hasty_processor.on_event(event)
 
-    assert (await _payment(client, auth, pid))["status"] == "processing"
+    assert (await payment_of(client, auth, pid))["status"] == "processing"
     assert await attempt_states(runtime.db, pid) == {f"{pid}:sale": "unknown"}
     assert await bank_ops(bank, pid) == [("sale", "sale", "approved", 1999)]  # applied all the same
 
     await hasty_processor.on_event(event)  # a redelivery: the attempt is looked up
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["amount_captured"]) == ("succeeded", 1999)
     assert await bank_ops(bank, pid) == [("sale", "sale", "approved", 1999)]
     assert await attempt_states(runtime.db, pid) == {f"{pid}:sale": "succeeded"}
@@ -247,14 +163,14 @@ async def test_attempt_left_pending_by_a_dead_worker_is_resolved_by_lookup(
     bank: httpx.AsyncClient,
     bank_url: str,
 ) -> None:
-    pid = await _create(client, auth)
-    await _die_after_bank_call(runtime, bank_url, bank, pid, await _assessed(runtime, pid))
+    pid = await create(client, auth)
+    await _die_after_bank_call(runtime, bank_url, bank, pid, await assessed(runtime, pid))
     assert await attempt_states(runtime.db, pid) == {f"{pid}:sale": "pending"}
     assert await bank_log(runtime.db, pid) == []
 
     # Timeouts still on: a second sale would hang; the look-up finds the first one's answer.
     await Recovery(hasty_processor).tick(all_open=True)  # what a restart does first
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["amount_captured"]) == ("succeeded", 1999)
     assert await bank_ops(bank, pid) == [("sale", "sale", "approved", 1999)]
     assert await bank_log(runtime.db, pid) == [("bank.sale", "approved")]
@@ -274,13 +190,13 @@ async def test_deadline_passing_while_bank_unreachable_never_forgets_an_applied_
     bank call leaves exactly that. When the deadline passes while the bank cannot be asked, the
     payment fails, but the attempt must stay open until the bank says what it did; the sale it
     applied is then refunded (a reversal), never kept for a failed payment."""
-    pid = await _create(client, auth)
-    await _die_after_bank_call(runtime, bank_url, bank, pid, await _assessed(runtime, pid))
+    pid = await create(client, auth)
+    await _die_after_bank_call(runtime, bank_url, bank, pid, await assessed(runtime, pid))
     await set_faults(bank, "PUT", down=True)
-    await _past_deadline(runtime, await _payment(client, auth, pid))
+    await _past_deadline(runtime, await payment_of(client, auth, pid))
 
     await processor.drive_payment(pid)
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["failure_code"]) == ("failed", "processing_error")
     assert await attempt_states(runtime.db, pid) == {f"{pid}:sale": "pending"}  # still to resolve
 
@@ -294,7 +210,7 @@ async def test_deadline_passing_while_bank_unreachable_never_forgets_an_applied_
         f"{pid}:sale": "succeeded",
         f"{pid}:refund:reversal": "succeeded",
     }
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["amount_captured"]) == ("failed", 0)
     events = await events_of(runtime.db, pid)
     assert events.count("payment.failed") == 1 and "payment.succeeded" not in events
@@ -309,14 +225,14 @@ async def test_never_applied_attempt_is_closed_once_the_bank_says_so(
     bank: httpx.AsyncClient,
 ) -> None:
     await set_faults(bank, down=True)
-    pid = await _create(client, auth)
-    await processor.on_event(await _assessed(runtime, pid))
+    pid = await create(client, auth)
+    await processor.on_event(await assessed(runtime, pid))
     # Refused (503): not applied, and open until the bank can say so, deadline passed or not.
     assert await attempt_states(runtime.db, pid) == {f"{pid}:sale": "pending"}
 
-    await _past_deadline(runtime, await _payment(client, auth, pid))
+    await _past_deadline(runtime, await payment_of(client, auth, pid))
     await processor.drive_payment(pid)
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["failure_code"]) == ("failed", "processing_error")
 
     await set_faults(bank, down=False)
@@ -324,7 +240,7 @@ async def test_never_applied_attempt_is_closed_once_the_bank_says_so(
     assert await attempt_states(runtime.db, pid) == {f"{pid}:sale": "failed"}
     await processor.drive_payment(pid)
     assert await bank_ops(bank, pid) == []
-    assert (await _payment(client, auth, pid))["status"] == "failed"
+    assert (await payment_of(client, auth, pid))["status"] == "failed"
     assert (await events_of(runtime.db, pid)).count("payment.failed") == 1
 
 
@@ -347,19 +263,19 @@ async def test_late_approval_after_the_deadline_is_undone(
     undo: tuple[str, str, str, int],
 ) -> None:
     await set_faults(bank, timeout_rate=1, hang_s=HANG_S)
-    pid = await _create(client, auth, capture=capture)
-    await hasty_processor.on_event(await _assessed(runtime, pid))
+    pid = await create(client, auth, capture=capture)
+    await hasty_processor.on_event(await assessed(runtime, pid))
     first = await bank_ops(bank, pid)
     assert [(o[1], o[2]) for o in first] == [("sale" if capture else "authorize", "approved")]
     await set_faults(bank, "PUT", down=True)  # look-ups fail until the deadline has passed
-    await _past_deadline(runtime, await _payment(client, auth, pid))
+    await _past_deadline(runtime, await payment_of(client, auth, pid))
     await hasty_processor.drive_payment(pid)
-    assert (await _payment(client, auth, pid))["status"] == "failed"
+    assert (await payment_of(client, auth, pid))["status"] == "failed"
 
     await set_faults(bank, "PUT")
     await hasty_processor.drive_payment(pid)
     assert await bank_ops(bank, pid) == [*first, undo]
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["failure_code"]) == ("failed", "processing_error")
     assert set((await attempt_states(runtime.db, pid)).values()) == {"succeeded"}
     events = await events_of(runtime.db, pid)
@@ -376,12 +292,12 @@ async def test_fraud_decision_redelivered_applies_once(
 ) -> None:
     # Latency keeps the first sale in flight while the second delivery looks it up.
     await set_faults(bank, latency_median_ms=80, latency_sigma=0)
-    pid = await _create(client, auth)
-    event = await _assessed(runtime, pid)
+    pid = await create(client, auth)
+    event = await assessed(runtime, pid)
     await asyncio.gather(processor.on_event(event), processor.on_event(event))
     await processor.on_event(event)
 
-    assert (await _payment(client, auth, pid))["status"] == "succeeded"
+    assert (await payment_of(client, auth, pid))["status"] == "succeeded"
     assert await bank_ops(bank, pid) == [("sale", "sale", "approved", 1999)]
     assert await attempt_states(runtime.db, pid) == {f"{pid}:sale": "succeeded"}
     assert await bank_log(runtime.db, pid) == [("bank.sale", "approved")]
@@ -404,8 +320,8 @@ async def test_refund_redelivered_applies_once(
     processor: Processor,
     bank: httpx.AsyncClient,
 ) -> None:
-    pid = await _create(client, auth, amount=1000)
-    await processor.on_event(await _assessed(runtime, pid))
+    pid = await create(client, auth, amount=1000)
+    await processor.on_event(await assessed(runtime, pid))
     r = await client.post(
         "/v1/refunds", json={"payment": pid, "amount": 400}, headers={**auth, **idem()}
     )
@@ -424,7 +340,7 @@ async def test_refund_redelivered_applies_once(
     assert await events_of(runtime.db, refund_id) == ["refund.created", "refund.succeeded"]
     refund = (await client.get(f"/v1/refunds/{refund_id}", headers=auth)).json()
     assert refund["status"] == "succeeded"
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["amount_refunded"]) == ("succeeded", 400)
     assert [e["type"] for e in await log_of(runtime.db, pid)].count("refund.succeeded") == 1
 
@@ -438,9 +354,9 @@ async def test_capture_the_bank_refuses_for_good_voids_and_fails(
 ) -> None:
     """How the bank comes to refuse for real: the hold is released at the bank itself (as an
     issuer does when it drops an authorization), so our capture meets `already_voided`."""
-    pid = await _create(client, auth, capture=False)
-    await processor.on_event(await _assessed(runtime, pid))
-    assert (await _payment(client, auth, pid))["status"] == "requires_capture"
+    pid = await create(client, auth, capture=False)
+    await processor.on_event(await assessed(runtime, pid))
+    assert (await payment_of(client, auth, pid))["status"] == "requires_capture"
     released = await bank.post(
         "/v1/void", json={"reference": f"{pid}:void:issuer", "authorization": f"{pid}:authorize"}
     )
@@ -450,7 +366,7 @@ async def test_capture_the_bank_refuses_for_good_voids_and_fails(
     assert r.status_code == 202, r.text
     await processor.on_event(await event_payload(runtime.db, pid, "payment.capture_requested"))
 
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["failure_code"]) == ("failed", "processing_error")
     assert (payment["amount_captured"], payment["amount_capturable"]) == (0, 0)
     assert await bank_ops(bank, pid) == [
@@ -477,9 +393,9 @@ async def test_expired_authorization_is_voided_and_canceled(
     processor: Processor,
     bank: httpx.AsyncClient,
 ) -> None:
-    pid = await _create(client, auth, capture=False)
-    await processor.on_event(await _assessed(runtime, pid))
-    held = await _payment(client, auth, pid)
+    pid = await create(client, auth, capture=False)
+    await processor.on_event(await assessed(runtime, pid))
+    held = await payment_of(client, auth, pid)
     assert held["status"] == "requires_capture"
     # Older than a TTL of 0 once the clock has moved past the second it was last updated in.
     await asyncio.sleep(max(0.0, held["updated"] + 1 - time.time()) + 0.05)
@@ -487,7 +403,7 @@ async def test_expired_authorization_is_voided_and_canceled(
     recovery = Recovery(processor)
     assert await recovery.expire_authorizations() == 1
     assert await recovery.expire_authorizations() == 0
-    payment = await _payment(client, auth, pid)
+    payment = await payment_of(client, auth, pid)
     assert (payment["status"], payment["amount_capturable"]) == ("canceled", 0)
     assert await bank_ops(bank, pid) == [
         ("authorize", "authorize", "approved", 1999),

@@ -10,7 +10,9 @@ is idempotent: it reloads state, and applies an answer only to an attempt still 
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,7 +39,7 @@ from paygate.payments.models import FAILURE_CODES, Status
 from paygate.payments.service import state_of, transition
 from paygate.platform import metrics, outbox
 from paygate.platform.bus import Bus, Event
-from paygate.platform.db.tables import payment_methods, refunds
+from paygate.platform.db.tables import refunds
 from paygate.platform.faults import crash_point
 from paygate.platform.logging import log
 from paygate.refunds.schemas import render as render_refund
@@ -45,6 +47,8 @@ from paygate.runtime import Runtime
 from paygate.vault import repository as vault
 
 CUSTOMER_INITIATED = ("authorize", "sale")
+
+Row = Mapping[Any, Any]  # a row as read (RowMapping) or as just written (dict)
 
 
 class Processor:
@@ -65,6 +69,7 @@ class Processor:
                 "refund.created",
             ],
             self.on_event,
+            batch=self.on_events,
         )
 
     async def on_event(self, event: Event) -> None:
@@ -76,50 +81,84 @@ class Processor:
         else:
             await self.drive_payment(obj["id"])
 
+    async def on_events(self, events: list[Event]) -> None:
+        """Events that arrive together: their screening decisions applied in one transaction
+        (`on_decisions`), every other event beside them; raises once all have finished if any
+        raised (the bus then delivers each alone, which is safe: an attempt already open is
+        looked up at the bank before any send)."""
+        decisions: dict[str, dict[str, Any]] = {}
+        others = []
+        for event in events:
+            if event["type"] == "payment.fraud_assessed":
+                obj = event["data"]["object"]
+                decisions.setdefault(obj["id"], obj["risk"])
+            else:
+                others.append(self.on_event(event))
+        await _all([self.on_decisions(decisions), *others])
+
     # Screening decisions
 
     async def on_assessed(self, payment_id: str, risk: dict[str, Any]) -> None:
-        """Decline fails the payment with no bank call; approve and review start the bank
-        operation: a sale when the payment captures at once, else an authorization."""
-        created = None
+        await self.on_decisions({payment_id: risk})
+
+    async def on_decisions(self, decisions: dict[str, dict[str, Any]]) -> None:
+        """Screening decisions by payment id, applied in one transaction, then their bank calls
+        side by side. Decline fails the payment with no bank call; approve and review start the
+        bank operation: a sale when the payment captures at once, else an authorization."""
+        if not decisions:
+            return
+        started: list[tuple[dict[str, Any], sa.RowMapping]] = []
         async with self.rt.db.transaction() as conn:
-            row = await payments.get_by_id(conn, payment_id, for_update=True)
-            if row is None or row["status"] != Status.PENDING:
-                created = None
-            elif risk["decision"] == "decline":
-                metrics.fraud_decided(conn, "decline")
-                await transition(
-                    conn,
-                    row,
-                    state_of(row).fail("fraud_suspected"),
-                    event="payment.failed",
-                    extra={"risk": risk},
-                    details={"risk": risk},
-                )
-                await vault.destroy_cvc(conn, payment_id)
-            else:
-                metrics.fraud_decided(conn, risk["decision"])
-                await transition(
-                    conn,
-                    row,
-                    state_of(row).start_processing(),
-                    event="payment.processing",
-                    extra={"risk": risk},
-                    details={"risk": risk},
-                )
-                sale = row["capture"] and risk["decision"] == "approve"
-                created = await attempts.create(
-                    conn,
-                    payment_id=payment_id,
-                    operation="sale" if sale else "authorize",
-                    amount=row["amount"],
-                    currency=row["currency"],
-                )
-        self.rt.changed(payment_id)
-        if created is not None:
-            await self.drive(created["id"], fresh=True)
-        else:
-            await self.drive_payment(payment_id)
+            rows = await payments.get_many(conn, list(decisions), for_update=True)
+            for payment_id, risk in decisions.items():
+                row = rows.get(payment_id)
+                if row is not None and row["status"] == Status.PENDING:
+                    created = await self._decide(conn, row, risk)
+                    if created is not None:
+                        started.append((created, row))
+        self.rt.changed(*decisions)
+        driven = {attempt["payment_id"] for attempt, _ in started}
+        await _all(
+            [
+                *(self.drive(a["id"], fresh=True, attempt=a, payment=row) for a, row in started),
+                # A redelivery, or a decline: resume whatever attempt was left open.
+                *(self.drive_payment(pid) for pid in decisions if pid not in driven),
+            ]
+        )
+
+    async def _decide(
+        self, conn: AsyncConnection, row: sa.RowMapping, risk: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Apply one decision to a pending payment; the attempt to send, if any."""
+        if risk["decision"] == "decline":
+            metrics.fraud_decided(conn, "decline")
+            await transition(
+                conn,
+                row,
+                state_of(row).fail("fraud_suspected"),
+                event="payment.failed",
+                extra={"risk": risk},
+                details={"risk": risk},
+            )
+            await vault.destroy_cvc(conn, row["id"])
+            return None
+        metrics.fraud_decided(conn, risk["decision"])
+        await transition(
+            conn,
+            row,
+            state_of(row).start_processing(),
+            event="payment.processing",
+            extra={"risk": risk},
+            details={"risk": risk},
+        )
+        sale = row["capture"] and risk["decision"] == "approve"
+        return await attempts.create(
+            conn,
+            payment_id=row["id"],
+            operation="sale" if sale else "authorize",
+            amount=row["amount"],
+            currency=row["currency"],
+        )
 
     # Driving attempts
 
@@ -130,12 +169,21 @@ class Processor:
         for attempt_id in open_ids:
             await self.drive(attempt_id, fresh=False)
 
-    async def drive(self, attempt_id: str, *, fresh: bool) -> None:
+    async def drive(
+        self,
+        attempt_id: str,
+        *,
+        fresh: bool,
+        attempt: Row | None = None,
+        payment: Row | None = None,
+    ) -> None:
         """Call the bank for one attempt and apply its answer. An attempt that may already have
         reached the bank (`fresh` false) is looked up first and sent only if the bank never saw
-        it."""
-        async with self.rt.db.read() as conn:
-            attempt = await attempts.get(conn, attempt_id)
+        it. A caller that has just written the attempt passes its row (`attempt`), and its
+        payment's (`payment`), which then are not read again before the call."""
+        if attempt is None:
+            async with self.rt.db.read() as conn:
+                attempt = await attempts.get(conn, attempt_id)
         if attempt is None or attempt["status"] not in attempts.OPEN:
             return
         result: BankResult | None = None
@@ -144,14 +192,14 @@ class Processor:
             if result.outcome is Outcome.NOT_FOUND:
                 result = None if await self._may_send(attempt) else result
         if result is None:
-            request = await self._request(attempt)
+            request = await self._request(attempt, payment)
             result = await _send(self.bank, attempt["operation"], request)
         crash_point("processor.after_bank_call")
-        followups = await self.apply(attempt_id, result)
+        followups = await self.apply(attempt, result)
         for followup in followups:
             await self.drive(followup, fresh=True)
 
-    async def _may_send(self, attempt: sa.RowMapping) -> bool:
+    async def _may_send(self, attempt: Row) -> bool:
         """A customer-initiated operation is not sent once its payment has failed (the deadline
         passed); everything else is sent until the bank answers."""
         if attempt["operation"] not in CUSTOMER_INITIATED:
@@ -160,18 +208,17 @@ class Processor:
             row = await payments.get_by_id(conn, attempt["payment_id"])
         return row is not None and row["status"] == Status.PROCESSING
 
-    async def _request(self, attempt: sa.RowMapping) -> object:
+    async def _request(self, attempt: Row, payment: Row | None) -> object:
         pid, op, ref = attempt["payment_id"], attempt["operation"], attempt["reference"]
         if op in CUSTOMER_INITIATED:
             async with self.rt.db.read() as conn:
-                row = await payments.get_by_id(conn, pid)
+                row = payment
+                if row is None or row["id"] != pid:
+                    row = await payments.get_by_id(conn, pid)
                 assert row is not None
-                token = await conn.scalar(
-                    sa.select(payment_methods.c.card_token).where(
-                        payment_methods.c.id == row["payment_method_id"]
-                    )
+                number = await vault.reveal_method_card(
+                    conn, self.rt.keyring, row["payment_method_id"]
                 )
-                number = await vault.reveal_card(conn, self.rt.keyring, str(token))
                 cvc = await vault.read_cvc(conn, self.rt.keyring, pid)
             card = row["payment_method"]["card"]
             return PaymentRequest(
@@ -195,16 +242,14 @@ class Processor:
 
     # Applying the bank's answer
 
-    async def apply(self, attempt_id: str, result: BankResult) -> list[str]:
-        """Commit what the bank's answer means; returns follow-up attempts to drive (voids of
-        late authorizations, reversals)."""
+    async def apply(self, sent: Row, result: BankResult) -> list[str]:
+        """Commit what the bank's answer means for the attempt `sent` (its row as read before
+        the call); returns follow-up attempts to drive (voids of late authorizations,
+        reversals)."""
         followups: list[str] = []
         async with self.rt.db.transaction() as conn:
-            attempt = await attempts.get(conn, attempt_id)
-            if attempt is None:
-                return []
-            row = await payments.get_by_id(conn, attempt["payment_id"], for_update=True)
-            attempt = await attempts.get(conn, attempt_id)  # re-read under the payment's lock
+            row = await payments.get_by_id(conn, sent["payment_id"], for_update=True)
+            attempt = await attempts.get(conn, sent["id"])  # read under the payment's lock
             if row is None or attempt is None or attempt["status"] not in attempts.OPEN:
                 return []
             if result.outcome.final or _already_done(attempt, result):
@@ -440,6 +485,13 @@ class Processor:
         await outbox.emit(
             conn, type=f"refund.{status}", obj=obj, merchant_id=row["merchant_id"], sequence=version
         )
+
+
+async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
+    """Run `work` side by side to the end; then raise the first error, if any."""
+    for outcome in await asyncio.gather(*work, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _already_done(attempt: sa.RowMapping, result: BankResult) -> bool:

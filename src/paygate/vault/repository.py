@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
-from paygate.platform.db.tables import vault_cards, vault_cvcs
+from paygate.platform.db.tables import payment_methods, vault_cards, vault_cvcs
 from paygate.vault.crypto import Keyring, open_with_data_key, seal_with_data_key
 
 
@@ -32,6 +32,18 @@ async def reveal_card(conn: AsyncConnection, keyring: Keyring, token: str) -> st
         )
     ).one()
     return keyring.open(row.key_id, row.pan_sealed, aad=token.encode()).decode()
+
+
+async def reveal_method_card(conn: AsyncConnection, keyring: Keyring, method_id: str) -> str:
+    """`reveal_card` of a payment method's card, in one statement."""
+    row = (
+        await conn.execute(
+            sa.select(vault_cards.c.token, vault_cards.c.key_id, vault_cards.c.pan_sealed)
+            .join(payment_methods, payment_methods.c.card_token == vault_cards.c.token)
+            .where(payment_methods.c.id == method_id)
+        )
+    ).one()
+    return keyring.open(row.key_id, row.pan_sealed, aad=row.token.encode()).decode()
 
 
 async def store_cvc(
