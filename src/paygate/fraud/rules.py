@@ -1,9 +1,11 @@
 """Matching a payment against its merchant's fraud rules.
 
-`match_rules` is what the fraud worker calls per payment: the merchant's enabled rules (of the
-payment's mode) are compiled once and cached in this process, keyed by the merchant's rule-set
-`revision` (paygate.fraud.rules_tables.fraud_rule_sets), which every change of a rule or a list
-replaces in the same transaction. A call is then one primary-key read and the evaluation.
+`match_rules` matches one payment: the merchant's enabled rules (of the payment's mode) are
+compiled once and cached in this process, keyed by the merchant's rule-set `revision`
+(paygate.fraud.rules_tables.fraud_rule_sets), which every change of a rule or a list replaces in
+the same transaction. A call is then one primary-key read and the evaluation. The fraud worker
+does the same in two steps, `compiled_rules` once per merchant of a batch and `first_match` per
+payment.
 
 Rules are tried `allow` first, then `block`, then `review`, each group oldest first; the first
 that matches decides:

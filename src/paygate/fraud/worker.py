@@ -25,7 +25,7 @@ from paygate.fraud.attributes import attributes_of, facts_of, facts_query
 from paygate.fraud.counters import CounterStore, counter_store_from_url
 from paygate.fraud.decide import Policy, RuleVerdict, Scored, decide
 from paygate.fraud.features import DEFAULT_CONFIG, FeatureConfig, OnlineFeatures, Txn
-from paygate.fraud.rules import match_rules
+from paygate.fraud.rules import CompiledRule, compiled_rules, first_match
 from paygate.fraud.scoring import ModelScorer, Scorer
 from paygate.fraud.screening import (
     DECLINE_TEST_CARD,
@@ -184,6 +184,7 @@ class FraudWorker:
         found = (await conn.execute(query)).mappings()
         facts_by_id = {row["id"]: facts_of(row) for row in found}
         verdicts: dict[str, RuleVerdict | None] = {}
+        rule_sets: dict[tuple[str, bool], tuple[CompiledRule, ...]] = {}
         for row in rows:
             facts = facts_by_id.get(row["id"])
             if facts is None:
@@ -195,10 +196,10 @@ class FraudWorker:
             except Exception as exc:  # rules still run; a velocity they test reads as unknown
                 log.error("fraud.velocity_failed", payment_id=row["id"], error=str(exc)[:300])
                 counted = {}
-            attributes = attributes_of(facts, counted)
-            verdicts[row["id"]] = await match_rules(
-                conn, row["merchant_id"], row["livemode"], attributes
-            )
+            owner = (row["merchant_id"], row["livemode"])
+            if owner not in rule_sets:  # each merchant's rules read once per batch
+                rule_sets[owner] = await compiled_rules(conn, *owner)
+            verdicts[row["id"]] = first_match(rule_sets[owner], attributes_of(facts, counted))
         return verdicts
 
     async def _score(self, row: sa.RowMapping, settings: Policy) -> Scored | None:

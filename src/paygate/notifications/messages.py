@@ -114,9 +114,6 @@ async def contact(
     conn: AsyncConnection, merchant_id: str, event_type: str, obj: dict[str, Any]
 ) -> Contact | None:
     """The customer of a payment or refund event, or None when there is nobody to tell."""
-    shop = await merchant(conn, merchant_id)
-    if shop is None:
-        return None
     payment: dict[str, Any] | None = None
     if event_type.startswith("refund."):
         query = sa.select(payments.c.customer_id, payments.c.payment_method).where(
@@ -130,6 +127,9 @@ async def contact(
     else:
         customer_id = obj.get("customer")
     if customer_id is None:
+        return None
+    shop = await merchant(conn, merchant_id)
+    if shop is None:
         return None
     found = (
         (await conn.execute(sa.select(customers).where(customers.c.id == customer_id)))
