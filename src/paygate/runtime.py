@@ -33,9 +33,11 @@ class Runtime:
     # Status reads served from `cache` (paygate.edge.cache): only where every process that
     # commits changes invalidates the same cache (see `read_cache_enabled`).
     read_cache: bool = False
-    # Changes committed by other processes wake this one's waiters (`wait_change`): the bus
-    # tells it (NatsBus.watch), so a waiter need not look again often.
-    hears_other_processes: bool = False
+    # Every worker's committed change wakes this process's waiters (`wait_change`), so a waiter
+    # need not look again often: the embedded pipeline runs in this process and calls `changed`
+    # itself; a scale-out API process hears the other processes' changes from the bus
+    # (NatsBus.watch).
+    hears_every_change: bool = False
     _waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     # Background work of this process (cache invalidations, key bookkeeping): close() waits.
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)

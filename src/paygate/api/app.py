@@ -86,6 +86,7 @@ def create_app(
             bank_url = settings.bank_url or f"http://127.0.0.1:{settings.port}/bank"
             pipeline = Pipeline.over_http(rt, bank_url)
             pipeline.start()
+            rt.hears_every_change = True  # its workers call rt.changed after each commit
         elif settings.bus_url and rt.bus is None:
             # The API writes events to the outbox only; the broker connection is for /readyz,
             # and so that `Prefer: wait` hears of the workers' changes instead of polling.
@@ -93,7 +94,7 @@ def create_app(
 
             bus = await connect_bus(settings.bus_url, settings.namespace)
             await bus.watch(rt.changed_elsewhere)
-            rt.bus, rt.hears_other_processes = bus, True
+            rt.bus, rt.hears_every_change = bus, True
         yield
         if pipeline is not None:
             await pipeline.stop()

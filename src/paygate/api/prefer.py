@@ -18,8 +18,9 @@ from paygate.refunds import service as refunds
 from paygate.runtime import Runtime
 
 MAX_WAIT_S = 30.0
-# Without word of other processes' changes (the scale-out processor commits elsewhere), look
-# again this often; with it (Runtime.hears_other_processes), only in case a word was lost.
+# Without word of the workers' changes (a process whose workers run elsewhere, unheard), look
+# again this often; with it (Runtime.hears_every_change), only in case a word was lost, or (on
+# the embedded default) for a change made by another API request, which wakes no waiter.
 POLL_S = 0.2
 HEARD_POLL_S = 1.0
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -57,7 +58,7 @@ async def _until(
         remaining = deadline - loop.time()
         if done or remaining <= 0:
             return obj
-        poll = HEARD_POLL_S if rt.hears_other_processes else POLL_S
+        poll = HEARD_POLL_S if rt.hears_every_change else POLL_S
         await rt.wait_change(object_id, min(remaining, poll))
 
 
