@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,10 +24,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from paygate.customers import service as customer_service
 from paygate.ids import new_id
 from paygate.payments import repository
 from paygate.platform.db.pagination import Page
-from paygate.platform.db.tables import payments
+from paygate.platform.db.tables import customers, payments
 from paygate.runtime import Runtime
 from tests.conftest import new_merchant
 from tests.support import idem, payment_body
@@ -118,21 +120,21 @@ async def _plan(rt: Runtime, statement: str, parameters: Any, *, analyze: bool =
     return "\n".join(str(row[-1]) for row in rows)
 
 
-def _problems(plan: str, sqlite: bool) -> list[str]:
-    """Why `plan` would grow with the table: a full scan of payments, or a sort of more than a
-    few pages of its rows."""
+def _problems(plan: str, sqlite: bool, table: str = "payments") -> list[str]:
+    """Why `plan` would grow with the table: a full scan of it, or a sort of more than a few
+    pages of its rows."""
     out = []
     if sqlite:
         for line in plan.splitlines():
-            if line.startswith("SCAN payments"):
+            if line.startswith(f"SCAN {table}"):
                 out.append(f"full scan: {line}")
             if "TEMP B-TREE" in line:
                 out.append(f"sort: {line}")
-        if not any(line.startswith("SEARCH payments USING") for line in plan.splitlines()):
-            out.append("no index search of payments")
+        if not any(line.startswith(f"SEARCH {table} USING") for line in plan.splitlines()):
+            out.append(f"no index search of {table}")
     else:
-        if "Seq Scan on payments" in plan:
-            out.append("sequential scan of payments")
+        if f"Seq Scan on {table}" in plan:
+            out.append(f"sequential scan of {table}")
         for line in plan.splitlines():
             # A sort of the few rows an id range bounds is a page's work; a sort of more than
             # ten pages' worth is a sort of the merchant's rows, which grows with them.
@@ -142,10 +144,10 @@ def _problems(plan: str, sqlite: bool) -> list[str]:
             ):
                 out.append(f"sort step: {line.strip()}")
         if not any(
-            f"{scan} on payments" in plan or f"{scan} using" in plan
+            f"{scan} on {table}" in plan or f"{scan} using" in plan
             for scan in ("Index Scan", "Index Only Scan", "Index Scan Backward")
         ):
-            out.append("no index scan of payments")
+            out.append(f"no index scan of {table}")
     return out
 
 
@@ -180,6 +182,44 @@ async def test_reads_and_lists_use_an_index_of_payments(
         problems = _problems(plan, runtime.db.is_sqlite)
         if problems:
             bad[name] = f"{problems}\n{statement}\n{plan}"
+    assert not bad, "\n\n".join(f"{k}: {v}" for k, v in bad.items())
+
+
+async def test_customer_lists_use_the_merchants_index(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The customers list pages the same way: through (merchant_id, livemode, id), no sort."""
+    merchants = [(await new_merchant(client, f"Shop {i}"))["id"] for i in range(MERCHANTS)]
+    rng = random.Random(2)
+    end = int(time.time() * 1000)
+    rows = [
+        {
+            "id": new_id("cus", now_ms=end - rng.randrange(90 * 86_400_000)),
+            "merchant_id": merchants[0 if rng.random() < 0.5 else rng.randrange(MERCHANTS)],
+            "livemode": False,
+            "email": f"c{i}@example.com",
+            "name": None,
+            "created": end // 1000,
+        }
+        for i in range(ROWS)
+    ]
+    async with runtime.db.transaction() as conn:
+        await conn.execute(customers.insert(), rows)
+    if not runtime.db.is_sqlite:
+        async with runtime.db.engine.connect() as conn:
+            await conn.execute(sa.text("ANALYZE customers"))
+            await conn.commit()
+    middle = sorted(r["id"] for r in rows if r["merchant_id"] == merchants[0])[ROWS // 4]
+    bad = {}
+    for page in (Page(10), Page(10, starting_after=middle), Page(10, ending_before=middle)):
+        statement, parameters = await _statement(
+            runtime,
+            lambda c, p=page: customer_service.list_page(c, merchants[0], False, p, email=None),
+        )
+        plan = await _plan(runtime, statement, parameters)
+        problems = _problems(plan, runtime.db.is_sqlite, "customers")
+        if problems:
+            bad[str(page)] = f"{problems}\n{statement}\n{plan}"
     assert not bad, "\n\n".join(f"{k}: {v}" for k, v in bad.items())
 
 

@@ -92,6 +92,8 @@ async def list_page(
 ) -> list[dict[str, Any]]:
     c = customers.c
     query = sa.select(customers).where(c.merchant_id == merchant_id, c.livemode == livemode)
-    if email:
+    if email:  # ix_customers_merchant_email finds them; a page sorts that email's few rows
         query = query.where(c.email == email)
-    return [render(r) for r in await fetch_page(conn, query, c.id, page)]
+        return [render(r) for r in await fetch_page(conn, query, c.id, page)]
+    prefix = [c.merchant_id, c.livemode]  # ix_customers_merchant_id gives the order (fetch_page)
+    return [render(r) for r in await fetch_page(conn, query, c.id, page, prefix=prefix)]

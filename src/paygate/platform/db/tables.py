@@ -100,6 +100,7 @@ customers = sa.Table(
     sa.Column("name", sa.String(200)),
     sa.Column("created", Time, nullable=False),
     sa.Index("ix_customers_merchant_email", "merchant_id", "livemode", "email"),
+    sa.Index("ix_customers_merchant_id", "merchant_id", "livemode", "id"),
 )
 
 # The vault: the card number encrypted (AES-GCM) under a key id, never in plain text.
