@@ -230,3 +230,25 @@ async def test_a_republished_event_is_dropped_within_the_window(nats_buses: Any)
     await eventually(lambda: bool(got))
     await asyncio.sleep(0.3)
     assert got == [e["id"]]
+
+
+@pytest.mark.nats
+async def test_a_watcher_hears_published_objects_but_the_skipped_types(nats_url: str) -> None:
+    """NatsBus.watch: what an API process hears of the relays' events (the change feed)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    publisher, watcher = NatsBus(nats_url, prefix=prefix), NatsBus(nats_url, prefix=prefix)
+    await publisher.connect()
+    await watcher.connect()
+    try:
+        await publisher.start()  # creates the streams the publishes go to
+        heard: list[str] = []
+        await watcher.watch(heard.append, skip=frozenset({"payment.created"}))
+        created, succeeded = event("payment.created"), event("payment.succeeded")
+        created["data"]["object"]["id"], succeeded["data"]["object"]["id"] = "pay_a", "pay_b"
+        await publisher.publish([created, succeeded, event("refund.created", payment="pay_b")])
+        await eventually(lambda: len(heard) >= 2)
+        await asyncio.sleep(0.2)  # time for a wrongly heard third
+        assert sorted(heard) == ["pay_b", "pay_x"]
+    finally:
+        await publisher.close()
+        await watcher.close()

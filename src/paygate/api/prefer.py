@@ -23,6 +23,8 @@ MAX_WAIT_S = 30.0
 # the embedded default) for a change made by another API request, which wakes no waiter.
 POLL_S = 0.2
 HEARD_POLL_S = 1.0
+# Events after which their object is still on its way (pending): hearing one wakes no waiter.
+MOVING_EVENTS = frozenset({"payment.created", "payment.fraud_assessed", "refund.created"})
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 Settle = Callable[[int, Any], Awaitable[tuple[int, Any, dict[str, str]] | None]]
@@ -49,16 +51,22 @@ async def _until(
     object_id: str,
     seconds: float,
     read: Callable[[AsyncConnection], Awaitable[tuple[bool, Any]]],
+    *,
+    moving: bool,
 ) -> Any:
+    """`read` until it says done, or until `seconds` have passed. `moving`: the object as just
+    written is known not to rest (its status says so), so the first read waits for a change."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
+    poll = HEARD_POLL_S if rt.hears_every_change else POLL_S
+    if moving:
+        await rt.wait_change(object_id, min(seconds, poll))
     while True:
         async with rt.db.read() as conn:
             done, obj = await read(conn)
         remaining = deadline - loop.time()
         if done or remaining <= 0:
             return obj
-        poll = HEARD_POLL_S if rt.hears_every_change else POLL_S
         await rt.wait_change(object_id, min(remaining, poll))
 
 
@@ -78,7 +86,8 @@ def payment_waiter(
             payment = await payments.get(conn, merchant_id, livemode, body["id"])
             return await _payment_rests(conn, payment), payment
 
-        return 200, await _until(rt, body["id"], seconds, read), _applied(seconds)
+        moving = body["status"] not in RESTING
+        return 200, await _until(rt, body["id"], seconds, read, moving=moving), _applied(seconds)
 
     return settle
 
@@ -96,7 +105,8 @@ def refund_waiter(request: Request, rt: Runtime, merchant_id: str, livemode: boo
             refund = await refunds.get(conn, merchant_id, livemode, body["id"])
             return refund["status"] != "pending", refund
 
-        return 200, await _until(rt, body["id"], seconds, read), _applied(seconds)
+        moving = body["status"] == "pending"
+        return 200, await _until(rt, body["id"], seconds, read, moving=moving), _applied(seconds)
 
     return settle
 

@@ -169,7 +169,10 @@ class FraudWorker:
                 source=assessment.source,
             )
         if emitted:
-            self.rt.changed(*(row["id"] for row, _ in emitted))
+            # The payments' rows are as they were (a decision is an internal event, which the
+            # processor applies), so no cached read is stale and no waiter has news: only the
+            # relay has work.
+            self.rt.wake_relay()
 
     # ---- Rules plug in here: the one call site of the rules engine (paygate.fraud.rules). ----
     async def match_rules(

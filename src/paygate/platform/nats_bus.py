@@ -145,14 +145,20 @@ class NatsBus:
     async def ping(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
-    async def watch(self, changed: Callable[[str], None]) -> None:
-        """Call `changed(object_id)` for every event the relays publish from now on: a plain
-        (at-most-once) subscription beside the streams, which is how an API process hears of
-        the changes the workers commit. Nothing depends on hearing all of them."""
+    async def watch(
+        self, changed: Callable[[str], None], *, skip: frozenset[str] = frozenset()
+    ) -> None:
+        """Call `changed(object_id)` for every event the relays publish from now on, but those
+        of the types in `skip`: a plain (at-most-once) subscription beside the streams, which is
+        how an API process hears of the changes the workers commit. Nothing depends on hearing
+        all of them."""
         if self._nc is None:
             raise RuntimeError("NatsBus.connect() first")
+        skipped = {subject(t, self.prefix) for t in skip}
 
         async def heard(msg: Msg) -> None:
+            if msg.subject in skipped:
+                return
             try:
                 changed(str(orjson.loads(msg.data)["data"]["object"]["id"]))
             except (ValueError, KeyError, TypeError):
