@@ -3,7 +3,7 @@ with a patient and a hasty connector, and payments screened by the real fraud co
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +11,13 @@ import httpx
 import pytest
 
 from paygate.config import Settings
-from paygate.connectors.breaker import CircuitBreaker
-from paygate.connectors.http import HttpBankConnector, RetryPolicy
 from paygate.fraud.worker import FraudWorker
 from paygate.platform.bus import Event
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
 from tests.conftest import make_settings
-from tests.e2e.conftest import BANK_KEY, BankServer
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import quick_connector
 from tests.processor.records import event_payload
 from tests.support import idem, payment_body
 
@@ -29,6 +28,10 @@ from tests.support import idem, payment_body
 READ_TIMEOUT_S = 1.5
 HANG_S = 3.0
 PATIENT_READ_S = 10.0
+
+
+# The bank simulator on a loopback port, and a client of its own API, as in the end-to-end tests.
+bank_url, bank = e2e.bank_url, e2e.bank
 
 
 @pytest.fixture
@@ -45,34 +48,8 @@ def settings(tmp_path: Path, database_url: str, settings_extra: dict[str, Any]) 
 
 
 @pytest.fixture
-def bank_url(tmp_path: Path) -> Iterator[str]:
-    server = BankServer(tmp_path / "bank")
-    url = server.start()
-    yield url
-    server.stop()
-
-
-@pytest.fixture
-async def bank(bank_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=bank_url, headers={"Authorization": f"Bearer {BANK_KEY}"}
-    ) as c:
-        yield c
-
-
-def bank_connector(bank_url: str, read_timeout: float) -> HttpBankConnector:
-    return HttpBankConnector(
-        bank_url,
-        BANK_KEY,
-        read_timeout=read_timeout,
-        retry=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
-        breaker=CircuitBreaker(failure_threshold=1000, reset_timeout_s=0.1),
-    )
-
-
-@pytest.fixture
 async def processor(runtime: Runtime, bank_url: str) -> AsyncIterator[Processor]:
-    connector = bank_connector(bank_url, PATIENT_READ_S)
+    connector = quick_connector(bank_url, PATIENT_READ_S)
     yield Processor(runtime, connector)
     await connector.aclose()
 
@@ -80,7 +57,7 @@ async def processor(runtime: Runtime, bank_url: str) -> AsyncIterator[Processor]
 @pytest.fixture
 async def hasty_processor(runtime: Runtime, bank_url: str) -> AsyncIterator[Processor]:
     """A processor that gives up on the bank before a hung answer arrives."""
-    connector = bank_connector(bank_url, READ_TIMEOUT_S)
+    connector = quick_connector(bank_url, READ_TIMEOUT_S)
     yield Processor(runtime, connector)
     await connector.aclose()
 

@@ -19,11 +19,11 @@ from paygate.platform.bus import Event
 from paygate.processor.recovery import Recovery
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
+from tests.e2e.conftest import quick_connector
 from tests.processor.conftest import (
     HANG_S,
     PATIENT_READ_S,
     assessed,
-    bank_connector,
     create,
     payment_of,
 )
@@ -54,7 +54,7 @@ async def _die_after_bank_call(
     its answer (what a shutdown, or a crash, does to a call in flight)."""
     # Held long enough for the cancellation to land while the call is still in flight.
     await set_faults(bank, timeout_rate=1, hang_s=1.0)
-    patient = bank_connector(bank_url, PATIENT_READ_S)
+    patient = quick_connector(bank_url, PATIENT_READ_S)
     task = asyncio.create_task(Processor(rt, patient).on_event(event))
     await eventually(lambda: bank_ops(bank, pid), lambda ops: len(ops) == 1, every_s=0.01)
     task.cancel()
