@@ -59,24 +59,29 @@ class Runtime:
             read_cache=read_cache_enabled(settings, embedded=False),
         )
 
-    def changed(self, *object_ids: str) -> None:
+    def changed(self, *object_ids: str, news: bool = True) -> None:
         """An object's state was committed: drop its cached reads, wake whoever waits on it
-        (`Prefer: wait`) and wake the relay, which has events to publish.
+        (`Prefer: wait`) and wake the relay, which has events to publish. `news` false: the
+        change leaves the objects on their way (a payment now `processing`), so no waiter is
+        woken for it.
 
         With the read cache on, the waiters wake once the cached reads are dropped (in the
         background), so that a client answered by a waiter never reads an older state from the
         cache afterwards. A writer that answers a client itself awaits
         `paygate.edge.cache.invalidate` before answering."""
+        woken = object_ids if news else ()
         cached = self.read_cache and any(read_cache.cacheable(i) for i in object_ids)
-        if not (cached and self.spawn(self._invalidate_then_wake(object_ids))):
-            self._wake(object_ids)
+        if not (cached and self.spawn(self._invalidate_then_wake(object_ids, woken))):
+            self._wake(woken)
         self.wake_relay()
 
-    async def _invalidate_then_wake(self, object_ids: tuple[str, ...]) -> None:
+    async def _invalidate_then_wake(
+        self, object_ids: tuple[str, ...], woken: tuple[str, ...]
+    ) -> None:
         try:
             await read_cache.invalidate(self, *object_ids)
         finally:
-            self._wake(object_ids)
+            self._wake(woken)
 
     def changed_elsewhere(self, object_id: str) -> None:
         """Another process committed a change of `object_id`: wake whoever waits on it."""

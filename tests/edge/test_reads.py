@@ -154,6 +154,30 @@ async def test_a_change_signalled_by_a_worker_invalidates_before_waiters_wake(
     assert version_of(await api.client.get(url, headers=auth)) == 2
 
 
+async def test_a_change_that_is_no_news_invalidates_and_wakes_no_waiter(
+    sqlite_api: Api,
+) -> None:
+    # The processor moving a payment to `processing` (`rt.changed(id, news=False)`): the cached
+    # read is dropped, and a request waiting on the payment keeps waiting for the bank's answer.
+    api = sqlite_api
+    _, auth = await api.merchant()
+    payment = await api.payment(auth)
+    url = f"/v1/payments/{payment['id']}"
+    await api.client.get(url, headers=auth)
+    waiting = asyncio.create_task(api.runtime.wait_change(payment["id"], 5))
+    await asyncio.sleep(0)
+    async with api.runtime.db.transaction() as conn:
+        await conn.execute(
+            payments.update().where(payments.c.id == payment["id"]).values(version=2)
+        )
+    api.runtime.changed(payment["id"], news=False)
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    assert version_of(await api.client.get(url, headers=auth)) == 2
+    api.runtime.changed(payment["id"])
+    await asyncio.wait_for(waiting, 1)
+
+
 async def no_older_state_after_an_invalidation(api: Api) -> None:
     """Readers race a writer; every read that started after an invalidation answers at least
     the version invalidated."""

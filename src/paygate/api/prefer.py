@@ -23,8 +23,11 @@ MAX_WAIT_S = 30.0
 # the embedded default) for a change made by another API request, which wakes no waiter.
 POLL_S = 0.2
 HEARD_POLL_S = 1.0
-# Events after which their object is still on its way (pending): hearing one wakes no waiter.
-MOVING_EVENTS = frozenset({"payment.created", "payment.fraud_assessed", "refund.created"})
+# Events after which their object is still on its way (pending, processing): hearing one wakes
+# no waiter.
+MOVING_EVENTS = frozenset(
+    {"payment.created", "payment.fraud_assessed", "payment.processing", "refund.created"}
+)
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 Settle = Callable[[int, Any], Awaitable[tuple[int, Any, dict[str, str]] | None]]

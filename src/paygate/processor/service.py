@@ -116,8 +116,10 @@ class Processor:
                     created = await self._decide(conn, row, risk)
                     if created is not None:
                         started.append((created, row))
-        self.rt.changed(*decisions)
         driven = {attempt["payment_id"] for attempt, _ in started}
+        # A payment now `processing` is on its way: its waiters wake for the bank's answer.
+        self.rt.changed(*driven, news=False)
+        self.rt.changed(*(pid for pid in decisions if pid not in driven))
         await _all(
             [
                 *(self.drive(a["id"], fresh=True, attempt=a, payment=row) for a, row in started),
