@@ -5,13 +5,13 @@ An attempt is recorded (`pending`) in the transaction that decides it, before th
 called; the bank's answer and everything it causes (the payment's state, log entries, events)
 commit together afterwards. Between the two, a crash or a timeout leaves the attempt open: it is
 resolved by looking its reference up at the bank, never by a blind second charge. Every handler
-is idempotent: it reloads state, and applies an answer only to an attempt still open.
+is idempotent: it reloads state, and applies an answer only to an attempt still open. What an
+answer means is `answers.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -29,24 +29,17 @@ from paygate.connectors.base import (
     VoidRequest,
 )
 from paygate.connectors.metered import MeteredConnector
-from paygate.fraud import reviews
-from paygate.ids import now_s
-from paygate.ledger import service as ledger
-from paygate.merchants import terms as merchant_terms
 from paygate.payments import attempts
 from paygate.payments import repository as payments
-from paygate.payments.models import FAILURE_CODES, Status
+from paygate.payments.models import Status
 from paygate.payments.service import state_of, transition
-from paygate.platform import metrics, outbox
+from paygate.platform import metrics
 from paygate.platform.bus import Bus, Event
-from paygate.platform.db.tables import refunds
 from paygate.platform.faults import crash_point
-from paygate.platform.logging import log
-from paygate.refunds.schemas import render as render_refund
+from paygate.processor import answers
+from paygate.processor.answers import CUSTOMER_INITIATED
 from paygate.runtime import Runtime
 from paygate.vault import repository as vault
-
-CUSTOMER_INITIATED = ("authorize", "sale")
 
 Row = Mapping[Any, Any]  # a row as read (RowMapping) or as just written (dict)
 
@@ -254,239 +247,16 @@ class Processor:
             attempt = await attempts.get(conn, sent["id"])  # read under the payment's lock
             if row is None or attempt is None or attempt["status"] not in attempts.OPEN:
                 return []
-            if result.outcome.final or _already_done(attempt, result):
-                followups = await self._apply_final(conn, attempt, row, result)
+            if result.outcome.final or answers.already_done(attempt, result):
+                followups = await answers.apply_final(self.settings, conn, attempt, row, result)
             elif result.outcome is Outcome.NOT_FOUND and row["status"] != Status.PROCESSING:
-                await self._close_unapplied(conn, attempt, row)
+                await answers.close_unapplied(conn, attempt, row)
             else:
-                await self._apply_open(conn, attempt, row, result)
+                await answers.apply_open(self.settings, conn, attempt, row, result)
         self.rt.changed(attempt["payment_id"])
         if attempt["refund_id"]:
             self.rt.changed(attempt["refund_id"])
         return followups
-
-    async def _apply_open(
-        self, conn: AsyncConnection, attempt: sa.RowMapping, row: sa.RowMapping, result: BankResult
-    ) -> None:
-        """No answer yet: keep the attempt open and schedule the next look. A customer-initiated
-        payment fails once its deadline passes; its attempt stays open until the bank can say
-        whether it was applied (a late authorization is then voided, a late sale refunded).
-
-        Even a `pending` attempt stays open: it proves nothing about the bank, since a worker that
-        died between its bank call and its commit leaves exactly that behind."""
-        tries = attempt["tries"] + 1
-        unknown = result.outcome is Outcome.UNKNOWN or attempt["status"] == "unknown"
-        schedule = attempts.UNKNOWN_BACKOFF_S if unknown else attempts.UNAVAILABLE_BACKOFF_S
-        next_at = time.time() + attempts.backoff(
-            schedule, tries - 1, self.settings.recovery_backoff_scale
-        )
-        status = "unknown" if unknown else "pending"
-        op = attempt["operation"]
-        if op in CUSTOMER_INITIATED and row["status"] == Status.PROCESSING:
-            deadline = row["created"] + self.settings.auth_deadline_s
-            if time.time() >= deadline:
-                await payments.log(
-                    conn,
-                    row["id"],
-                    f"bank.{op}",
-                    row["status"],
-                    attempt["amount"],
-                    {"reference": attempt["reference"], "outcome": "deadline"},
-                )
-                await transition(
-                    conn, row, state_of(row).fail("processing_error"), event="payment.failed"
-                )
-                await vault.destroy_cvc(conn, row["id"])
-            else:
-                next_at = min(next_at, deadline)
-        if attempt["status"] != "unknown" and unknown:
-            await payments.log(
-                conn,
-                row["id"],
-                f"bank.{op}",
-                row["status"],
-                attempt["amount"],
-                {"reference": attempt["reference"], "outcome": "unknown"},
-            )
-        await attempts.update(
-            conn, attempt["id"], status=status, tries=tries, next_check_at=next_at
-        )
-        log.info(
-            "bank.attempt_open",
-            payment_id=row["id"],
-            reference=attempt["reference"],
-            outcome=str(result.outcome),
-            tries=tries,
-            detail=result.detail,
-        )
-
-    async def _close_unapplied(
-        self, conn: AsyncConnection, attempt: sa.RowMapping, row: sa.RowMapping
-    ) -> None:
-        """The bank never applied a customer-initiated attempt whose payment has failed, and it
-        will not be sent any more (`_may_send`): close it, so that it is not looked up forever."""
-        await attempts.update(
-            conn,
-            attempt["id"],
-            status="failed",
-            failure_code="processing_error",
-            tries=attempt["tries"] + 1,
-        )
-        await payments.log(
-            conn,
-            row["id"],
-            f"bank.{attempt['operation']}",
-            row["status"],
-            attempt["amount"],
-            {"reference": attempt["reference"], "outcome": "not_applied"},
-        )
-
-    async def _apply_final(
-        self, conn: AsyncConnection, attempt: sa.RowMapping, row: sa.RowMapping, result: BankResult
-    ) -> list[str]:
-        op = attempt["operation"]
-        approved = result.approved or _already_done(attempt, result)
-        code = None if approved else (result.failure_code or "processing_error")
-        await attempts.update(
-            conn,
-            attempt["id"],
-            status="succeeded" if approved else "failed",
-            failure_code=code,
-            tries=attempt["tries"] + 1,
-        )
-        await payments.log(
-            conn,
-            row["id"],
-            f"bank.{op}",
-            row["status"],
-            attempt["amount"],
-            {
-                "reference": attempt["reference"],
-                "outcome": "approved" if approved else "declined",
-                "failure_code": code,
-            },
-        )
-        state = state_of(row)
-        status = state.status
-        if op in CUSTOMER_INITIATED:
-            await vault.destroy_cvc(conn, row["id"])
-            if status != Status.PROCESSING:
-                # The payment failed at its deadline; an approval that lands later is undone.
-                return [await self._reverse(conn, row, op)] if approved else []
-            if not approved:
-                failure = code if code in FAILURE_CODES else "processing_error"
-                await transition(conn, row, state.fail(failure), event="payment.failed")
-            elif op == "sale":
-                await transition(
-                    conn, row, state.captured(attempt["amount"]), event="payment.succeeded"
-                )
-                await self._book_capture(conn, row, attempt["amount"])
-            else:
-                review = (row["risk"] or {}).get("decision") == "review"
-                new = state.authorized(review=review)
-                await transition(conn, row, new, event=f"payment.{new.status}")
-            return []
-        if op == "capture":
-            held = (Status.REQUIRES_CAPTURE, Status.REQUIRES_REVIEW)
-            if approved and status in held:
-                # A payment under review is captured once its review was approved.
-                captured = (
-                    state.approve_review()
-                    if status == Status.REQUIRES_REVIEW
-                    else state.captured(attempt["amount"])
-                )
-                await transition(conn, row, captured, event="payment.succeeded")
-                await self._book_capture(conn, row, attempt["amount"])
-            elif not approved and status in held:
-                # Refused for good: release the authorization and fail the payment.
-                await transition(conn, row, state.fail("processing_error"), event="payment.failed")
-                return [await self._reverse(conn, row, "authorize")]
-            return []
-        if op == "void":
-            if (
-                approved
-                and status == Status.REQUIRES_REVIEW
-                and await reviews.rejected(conn, row["id"])
-            ):
-                await transition(conn, row, state.fail("fraud_suspected"), event="payment.failed")
-            elif approved and status in (Status.REQUIRES_CAPTURE, Status.REQUIRES_REVIEW):
-                await transition(conn, row, state.cancel(), event="payment.canceled")
-            return []
-        await self._settle_refund(conn, attempt, row, approved, code)
-        return []
-
-    async def _book_capture(self, conn: AsyncConnection, row: sa.RowMapping, amount: int) -> None:
-        """The ledger entry of captured money, in the transaction of the capture itself, at the
-        merchant's own pricing and payout delay."""
-        terms = await merchant_terms.terms_for(
-            conn, row["merchant_id"], self.settings.payout_delay_days
-        )
-        await ledger.record_capture(
-            conn, row, amount, pricing=terms.pricing, payout_delay_days=terms.payout_delay_days
-        )
-
-    async def _reverse(self, conn: AsyncConnection, row: sa.RowMapping, op: str) -> str:
-        """Undo an approval the payment no longer wants: void an authorization, refund a sale."""
-        if op == "sale":
-            return await attempts.ensure(
-                conn,
-                payment_id=row["id"],
-                operation="refund",
-                amount=row["amount"],
-                currency=row["currency"],
-                ref_suffix="reversal",
-            )
-        return await attempts.ensure(
-            conn,
-            payment_id=row["id"],
-            operation="void",
-            amount=row["amount"],
-            currency=row["currency"],
-        )
-
-    async def _settle_refund(
-        self,
-        conn: AsyncConnection,
-        attempt: sa.RowMapping,
-        row: sa.RowMapping,
-        approved: bool,
-        code: str | None,
-    ) -> None:
-        refund_id = attempt["refund_id"]
-        if refund_id is None:
-            return  # a reversal of a late sale: the payment already failed
-        refund = (
-            (await conn.execute(sa.select(refunds).where(refunds.c.id == refund_id)))
-            .mappings()
-            .one()
-        )
-        settled = state_of(row).refund_settled(attempt["amount"], succeeded=approved)
-        await transition(
-            conn,
-            row,
-            settled,
-            event=None,
-            log_type="refund.succeeded" if approved else "refund.failed",
-            details={"refund": refund_id},
-        )
-        status = "succeeded" if approved else "failed"
-        failure = None if approved else (code if code in FAILURE_CODES else "processing_error")
-        version = refund["version"] + 1
-        await conn.execute(
-            refunds.update()
-            .where(refunds.c.id == refund_id)
-            .values(status=status, failure_code=failure, version=version, updated=now_s())
-        )
-        terms = await merchant_terms.terms_for(
-            conn, row["merchant_id"], self.settings.payout_delay_days
-        )
-        await ledger.record_refund_result(
-            conn, refund, row, succeeded=approved, pricing=terms.pricing
-        )
-        obj = render_refund({**refund, "status": status, "failure_code": failure})
-        await outbox.emit(
-            conn, type=f"refund.{status}", obj=obj, merchant_id=row["merchant_id"], sequence=version
-        )
 
 
 async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
@@ -494,15 +264,6 @@ async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
     for outcome in await asyncio.gather(*work, return_exceptions=True):
         if isinstance(outcome, BaseException):
             raise outcome
-
-
-def _already_done(attempt: sa.RowMapping, result: BankResult) -> bool:
-    """A void the bank says was already applied counts as applied."""
-    return (
-        attempt["operation"] == "void"
-        and result.outcome is Outcome.DECLINED
-        and result.failure_code == "already_voided"
-    )
 
 
 async def _send(bank: BankConnector, operation: str, request: object) -> BankResult:
