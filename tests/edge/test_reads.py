@@ -133,12 +133,11 @@ async def test_a_slow_reader_cannot_put_an_old_state_back(api: Api) -> None:
     assert (await api.client.get(url, headers=auth)).json()["description"] == "step 1"
 
 
-async def test_a_change_signalled_by_a_worker_invalidates_before_waiters_wake(
-    sqlite_api: Api,
-) -> None:
-    # The fraud worker and the processor call `rt.changed(id)` after their commits; a request
-    # waiting on the payment (`Prefer: wait`) answers only once the cached read is dropped.
-    api = sqlite_api
+async def _waiting_on_a_commit(
+    api: Api,
+) -> tuple[str, str, dict[str, str], asyncio.Task[None]]:
+    """A payment whose read is cached, a request waiting on it, and a commit of its version 2
+    that nobody has signalled yet: (its id, its URL, the merchant's auth, the waiting task)."""
     _, auth = await api.merchant()
     payment = await api.payment(auth)
     url = f"/v1/payments/{payment['id']}"
@@ -149,7 +148,17 @@ async def test_a_change_signalled_by_a_worker_invalidates_before_waiters_wake(
         await conn.execute(
             payments.update().where(payments.c.id == payment["id"]).values(version=2)
         )
-    api.runtime.changed(payment["id"], "att_ignored")
+    return payment["id"], url, auth, waiting
+
+
+async def test_a_change_signalled_by_a_worker_invalidates_before_waiters_wake(
+    sqlite_api: Api,
+) -> None:
+    # The processor calls `rt.changed(id)` after its commits; a request waiting on the payment
+    # (`Prefer: wait`) answers only once the cached read is dropped.
+    api = sqlite_api
+    payment_id, url, auth, waiting = await _waiting_on_a_commit(api)
+    api.runtime.changed(payment_id, "att_ignored")
     await waiting
     assert version_of(await api.client.get(url, headers=auth)) == 2
 
@@ -160,21 +169,12 @@ async def test_a_change_that_is_no_news_invalidates_and_wakes_no_waiter(
     # The processor moving a payment to `processing` (`rt.changed(id, news=False)`): the cached
     # read is dropped, and a request waiting on the payment keeps waiting for the bank's answer.
     api = sqlite_api
-    _, auth = await api.merchant()
-    payment = await api.payment(auth)
-    url = f"/v1/payments/{payment['id']}"
-    await api.client.get(url, headers=auth)
-    waiting = asyncio.create_task(api.runtime.wait_change(payment["id"], 5))
-    await asyncio.sleep(0)
-    async with api.runtime.db.transaction() as conn:
-        await conn.execute(
-            payments.update().where(payments.c.id == payment["id"]).values(version=2)
-        )
-    api.runtime.changed(payment["id"], news=False)
+    payment_id, url, auth, waiting = await _waiting_on_a_commit(api)
+    api.runtime.changed(payment_id, news=False)
     await asyncio.sleep(0.3)
     assert not waiting.done()
     assert version_of(await api.client.get(url, headers=auth)) == 2
-    api.runtime.changed(payment["id"])
+    api.runtime.changed(payment_id)
     await asyncio.wait_for(waiting, 1)
 
 

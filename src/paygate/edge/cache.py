@@ -14,7 +14,7 @@ starts after a change's invalidation never answers the older state. Empty entrie
 entries of another merchant or mode read from the database.
 
 Writers call `invalidate` after their commit and before they answer: the API's own write paths
-await it; every `Runtime.changed(*ids)` (the fraud worker, the processor) also schedules it.
+await it; every `Runtime.changed(*ids)` (the processor, recovery, settlements) also schedules it.
 """
 
 from __future__ import annotations

@@ -50,14 +50,7 @@ async def apply_open(
     if op in CUSTOMER_INITIATED and row["status"] == Status.PROCESSING:
         deadline = row["created"] + settings.auth_deadline_s
         if time.time() >= deadline:
-            await payments.log(
-                conn,
-                row["id"],
-                f"bank.{op}",
-                row["status"],
-                attempt["amount"],
-                {"reference": attempt["reference"], "outcome": "deadline"},
-            )
+            await _log_answer(conn, attempt, row, "deadline")
             await transition(
                 conn, row, state_of(row).fail("processing_error"), event="payment.failed"
             )
@@ -65,14 +58,7 @@ async def apply_open(
         else:
             next_at = min(next_at, deadline)
     if attempt["status"] != "unknown" and unknown:
-        await payments.log(
-            conn,
-            row["id"],
-            f"bank.{op}",
-            row["status"],
-            attempt["amount"],
-            {"reference": attempt["reference"], "outcome": "unknown"},
-        )
+        await _log_answer(conn, attempt, row, "unknown")
     await attempts.update(conn, attempt["id"], status=status, tries=tries, next_check_at=next_at)
     log.info(
         "bank.attempt_open",
@@ -88,7 +74,8 @@ async def close_unapplied(
     conn: AsyncConnection, attempt: sa.RowMapping, row: sa.RowMapping
 ) -> None:
     """The bank never applied a customer-initiated attempt whose payment has failed, and it
-    will not be sent any more (`_may_send`): close it, so that it is not looked up forever."""
+    will not be sent any more (`Processor._may_send`): close it, so that it is not looked up
+    forever."""
     await attempts.update(
         conn,
         attempt["id"],
@@ -96,14 +83,7 @@ async def close_unapplied(
         failure_code="processing_error",
         tries=attempt["tries"] + 1,
     )
-    await payments.log(
-        conn,
-        row["id"],
-        f"bank.{attempt['operation']}",
-        row["status"],
-        attempt["amount"],
-        {"reference": attempt["reference"], "outcome": "not_applied"},
-    )
+    await _log_answer(conn, attempt, row, "not_applied")
 
 
 async def apply_final(
@@ -123,18 +103,7 @@ async def apply_final(
         failure_code=code,
         tries=attempt["tries"] + 1,
     )
-    await payments.log(
-        conn,
-        row["id"],
-        f"bank.{op}",
-        row["status"],
-        attempt["amount"],
-        {
-            "reference": attempt["reference"],
-            "outcome": "approved" if approved else "declined",
-            "failure_code": code,
-        },
-    )
+    await _log_answer(conn, attempt, row, "approved" if approved else "declined", failure_code=code)
     state = state_of(row)
     status = state.status
     if op in CUSTOMER_INITIATED:
@@ -252,6 +221,20 @@ async def _settle_refund(
     obj = render_refund({**refund, "status": status, "failure_code": failure})
     await outbox.emit(
         conn, type=f"refund.{status}", obj=obj, merchant_id=row["merchant_id"], sequence=version
+    )
+
+
+async def _log_answer(
+    conn: AsyncConnection,
+    attempt: sa.RowMapping,
+    row: sa.RowMapping,
+    outcome: str,
+    **more: str | None,
+) -> None:
+    """The payment's transaction-log entry of what became of an attempt at the bank."""
+    details = {"reference": attempt["reference"], "outcome": outcome, **more}
+    await payments.log(
+        conn, row["id"], f"bank.{attempt['operation']}", row["status"], attempt["amount"], details
     )
 
 

@@ -110,14 +110,16 @@ class Processor:
                     if created is not None:
                         started.append((created, row))
         driven = {attempt["payment_id"] for attempt, _ in started}
+        rest = [pid for pid in decisions if pid not in driven]  # declined, or not pending
         # A payment now `processing` is on its way: its waiters wake for the bank's answer.
         self.rt.changed(*driven, news=False)
-        self.rt.changed(*(pid for pid in decisions if pid not in driven))
+        if rest:
+            self.rt.changed(*rest)
         await _all(
             [
                 *(self.drive(a["id"], fresh=True, attempt=a, payment=row) for a, row in started),
                 # A redelivery, or a decline: resume whatever attempt was left open.
-                *(self.drive_payment(pid) for pid in decisions if pid not in driven),
+                *(self.drive_payment(pid) for pid in rest),
             ]
         )
 
