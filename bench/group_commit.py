@@ -27,7 +27,7 @@ ROW = "x" * 600  # about an outbox event's JSON
 
 
 async def _case(path: Path, writers: int, seconds: float, group_max: int) -> dict[str, float]:
-    db = Database(f"sqlite+aiosqlite:///{path}", group_commit_max=group_max)
+    db = Database(f"sqlite:///{path}", group_commit_max=group_max)
     commits: list[int] = []
     sa.event.listen(db.engine.sync_engine, "commit", lambda _c: commits.append(1))
     async with db.transaction() as conn:

@@ -1,7 +1,7 @@
 """The limits' server: the gateway's stack (FastAPI, uvicorn, the gateway's own `Database` with
 its SQLite pragmas or PostgreSQL pool) doing as little as possible.
 
-    BENCH_DB_URL=sqlite+aiosqlite:////tmp/x.db uvicorn limits_app:create_app --factory
+    BENCH_DB_URL=sqlite:////tmp/x.db uvicorn limits_app:create_app --factory
 
 `GET /json` answers a small JSON object; `POST /insert` validates the JSON body and commits one
 row (one durable transaction: WAL with synchronous=FULL on SQLite, a commit on PostgreSQL).

@@ -76,7 +76,7 @@ def _job(
 def run_limits(folder: Path, a: argparse.Namespace, processes: int, pg: Any) -> dict[str, Any]:
     """The same server stack doing nothing, one durable INSERT per request, raw inserts."""
     out: dict[str, Any] = {"server_processes": processes}
-    targets = [("sqlite", f"sqlite+aiosqlite:///{folder / 'limits.db'}")]
+    targets = [("sqlite", f"sqlite:///{folder / 'limits.db'}")]
     if pg is not None:
         targets.append(("postgresql", pg.sqlalchemy_url))
     for name, url in targets:

@@ -170,7 +170,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
+    upgrade(f"sqlite:///{path}")
     return path
 
 
@@ -181,7 +181,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         template: Path = request.getfixturevalue("sqlite_template")
         path = tmp_path / "paygate.db"
         shutil.copy(template, path)
-        yield f"sqlite+aiosqlite:///{path}"
+        yield f"sqlite:///{path}"
         return
     server: str = request.getfixturevalue("postgres_server")
     name = f"t_{uuid.uuid4().hex[:16]}"
@@ -194,7 +194,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     path = tmp_path / "paygate.db"
     shutil.copy(sqlite_template, path)
-    return f"sqlite+aiosqlite:///{path}"
+    return f"sqlite:///{path}"
 
 
 def scale_out(request: pytest.FixtureRequest, database_url: str) -> dict[str, Any]:

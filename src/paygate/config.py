@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'paygate.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'paygate.db').resolve()}"
 
     @property
     def is_sqlite(self) -> bool:

@@ -88,7 +88,7 @@ def _log_types(gw: Gateway, auth: dict[str, str], pid: str) -> list[str]:
 
 def _database(gw: Gateway) -> Database:
     url = gw.env.get("PAYGATE_DATABASE_URL")
-    return Database(url or f"sqlite+aiosqlite:///{gw.data_dir / 'paygate.db'}")
+    return Database(url or f"sqlite:///{gw.data_dir / 'paygate.db'}")
 
 
 async def _outbox_and_attempts(gw: Gateway, object_id: str, pid: str) -> tuple[list, dict]:

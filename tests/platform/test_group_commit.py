@@ -23,7 +23,7 @@ class Boom(Exception):
 
 async def _database(path: Path, **kwargs: int) -> tuple[Database, list[int]]:
     """A database with table `t`, and a list that grows by one for each COMMIT it runs."""
-    db = Database(f"sqlite+aiosqlite:///{path}", **kwargs)
+    db = Database(f"sqlite:///{path}", **kwargs)
     commits: list[int] = []
     sa.event.listen(db.engine.sync_engine, "commit", lambda _conn: commits.append(1))
     async with db.transaction() as conn:

@@ -27,6 +27,7 @@ import paygate.reconciliation.tables
 import paygate.settlements.tables  # noqa: F401  (every table on the metadata)
 from paygate.platform.db import Database
 from paygate.platform.db.migrate import alembic_config, upgrade
+from paygate.platform.db.sqlite_inline import inline_url
 from paygate.platform.db.tables import merchants, metadata
 from tests.conftest import _admin_sql, _with_database
 
@@ -38,7 +39,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database on each backend: the migrations start from nothing."""
     if request.param == "sqlite":
         # A folder that does not exist yet: `upgrade` creates it, as `paygate migrate` must.
-        yield f"sqlite+aiosqlite:///{tmp_path / 'new' / 'paygate.db'}"
+        yield f"sqlite:///{tmp_path / 'new' / 'paygate.db'}"
         return
     server: str = request.getfixturevalue("postgres_server")
     name = f"m_{uuid.uuid4().hex[:16]}"
@@ -52,7 +53,7 @@ def inspect_db(url: str, fn: Any) -> Any:
     own event loop)."""
 
     async def run() -> Any:
-        engine = create_async_engine(url)
+        engine = create_async_engine(inline_url(url) if url.startswith("sqlite") else url)
         try:
             async with engine.begin() as conn:
                 return await conn.run_sync(fn)

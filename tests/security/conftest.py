@@ -52,9 +52,6 @@ class Logs:
         `sys.stderr` the capture that `output()` reads."""
         _uncache_loggers()
         configure_logging("json", "debug")
-        # The SQLite driver logs every call it makes at debug level (thousands per test, ids and
-        # sealed bytes): too slow to keep, and the database files are scanned byte for byte.
-        logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
         def record(_logger: Any, _method: str, event: Any) -> Any:
             self.raw.append(repr(dict(event)))
@@ -79,8 +76,6 @@ def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Logs]:
     # them off itself: only the others are put back.
     kept = [h for h in root.handlers if not type(h).__module__.startswith("_pytest")]
     level = root.level
-    sqlite_driver = logging.getLogger("aiosqlite")
-    driver_level = sqlite_driver.level
     try:
         yield Logs(capsys)
     finally:
@@ -91,5 +86,4 @@ def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Logs]:
         for handler in kept:
             root.addHandler(handler)
         root.setLevel(level)
-        sqlite_driver.setLevel(driver_level)
         _uncache_loggers()

@@ -252,7 +252,7 @@ def serve_settings(sqlite_template: Path, tmp_path: Path) -> Settings:
     # store, all in the one data folder.
     return Settings(
         data_dir=data,
-        database_url=f"sqlite+aiosqlite:///{data / 'paygate.db'}",
+        database_url=f"sqlite:///{data / 'paygate.db'}",
         admin_key=ADMIN_KEY,
         bank_api_key=BANK_KEY,
         # Traffic as fast as the test can send it: the rate limits are not what is tested here.

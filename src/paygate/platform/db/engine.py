@@ -1,5 +1,8 @@
 """One database API over SQLite (embedded default) and PostgreSQL (scale-out).
 
+On SQLite the driver is `sqlite_inline`: statements run on the event loop, and only the two
+operations that wait (taking the write lock, committing) go to a thread.
+
 Writes go through `Database.transaction()`: the unit of work. On SQLite one process writes at a
 time anyway, so writers queue and share commits (`group_commit`: each writer's block runs in a
 savepoint of a batch opened with `BEGIN IMMEDIATE`, since a deferred transaction that later
@@ -20,6 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from paygate.platform.db.group_commit import GroupCommit
+from paygate.platform.db.sqlite_inline import inline_url
 
 
 class Database:
@@ -37,7 +41,8 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        engine_url = inline_url(url) if self.is_sqlite else url
+        self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
         self._writers: GroupCommit | None = None
         if self.is_sqlite:
             _install_sqlite_pragmas(self.engine)

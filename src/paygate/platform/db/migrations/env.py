@@ -1,4 +1,5 @@
-"""Alembic environment: runs migrations on SQLite (aiosqlite) and PostgreSQL (asyncpg) alike."""
+"""Alembic environment: runs migrations on SQLite and PostgreSQL (asyncpg) alike, through the
+drivers the gateway itself uses."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import paygate.ledger.tables
 import paygate.notifications.tables
 import paygate.reconciliation.tables
 import paygate.settlements.tables  # noqa: F401
+from paygate.platform.db.sqlite_inline import inline_url
 from paygate.platform.db.tables import metadata
 
 config = context.config
@@ -33,6 +35,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
+    if url.startswith("sqlite"):
+        url = inline_url(url)
     engine = create_async_engine(url, poolclass=pool.NullPool)
     async with engine.connect() as conn:
         await conn.run_sync(_run)

@@ -1,0 +1,94 @@
+"""The embedded default's SQLite driver: statements run on the event loop's thread; the two
+operations that wait (taking the write lock, committing) run in a thread, so that the loop goes
+on serving while they wait."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from paygate.platform.db import Database
+
+
+async def _database(path: Path) -> Database:
+    db = Database(f"sqlite:///{path}")
+    async with db.transaction() as conn:
+        await conn.execute(sa.text("CREATE TABLE t (n INTEGER)"))
+    return db
+
+
+async def test_statements_run_on_the_loop_and_commits_in_a_thread(tmp_path: Path) -> None:
+    db = await _database(tmp_path / "db.sqlite")
+    seen: list[tuple[str, bool]] = []
+    loop_thread = threading.get_ident()
+
+    def trace(sql: str) -> None:
+        seen.append((sql.split()[0].upper(), threading.get_ident() == loop_thread))
+
+    @sa.event.listens_for(db.engine.sync_engine, "connect")
+    def _traced(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(trace)
+
+    await db.engine.dispose()  # new connections, traced
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+        async with db.read() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == 1
+    finally:
+        await db.dispose()
+
+    on_loop = {verb for verb, here in seen if here}
+    elsewhere = {verb for verb, here in seen if not here}
+    assert {"INSERT", "SELECT", "SAVEPOINT", "RELEASE"} <= on_loop
+    assert {"BEGIN", "COMMIT"} <= elsewhere
+    assert not {"INSERT", "SELECT"} & elsewhere
+
+
+async def test_a_writer_waiting_for_the_lock_leaves_the_loop_serving(tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock: the gateway's writer waits for it in a thread,
+    while reads and every other coroutine go on; it writes once the lock is free."""
+    path = tmp_path / "db.sqlite"
+    db = await _database(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, held
+    try:
+        writer = asyncio.create_task(_insert(db, 2))
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        async with db.read() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == 0
+        assert not writer.done()
+        assert ticks == 20
+        other.execute("COMMIT")
+        await asyncio.wait_for(writer, 10)
+        async with db.read() as conn:
+            assert await conn.scalar(sa.text("SELECT n FROM t")) == 2
+    finally:
+        other.close()
+        await db.dispose()
+
+
+async def _insert(db: Database, n: int) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(sa.text("INSERT INTO t VALUES (:n)"), {"n": n})
+
+
+async def test_a_stream_reads_its_rows_as_they_are_fetched(tmp_path: Path) -> None:
+    db = await _database(tmp_path / "db.sqlite")
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(sa.text("INSERT INTO t VALUES (:n)"), [{"n": n} for n in range(250)])
+        async with db.read() as conn:
+            result = await conn.stream(sa.text("SELECT n FROM t ORDER BY n"))
+            got = [row.n async for row in result]
+        assert got == list(range(250))
+    finally:
+        await db.dispose()
