@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
 
 from paygate.ids import now_s
@@ -21,6 +22,17 @@ from paygate.platform.db import Database
 from paygate.platform.db.tables import outbox
 from paygate.platform.logging import log
 from paygate.platform.tasks import reraise_if_cancelling
+
+
+class _Pending(NamedTuple):
+    position: int
+    payload: dict[str, Any]
+    merchant_id: str
+    trace_context: dict[str, str] | None
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
 
 
 class Relay:
@@ -98,13 +110,18 @@ class Relay:
                 return
             await asyncio.sleep(0.01)
 
-    async def _next_batch(self) -> list[Any]:
+    async def _next_batch(self) -> list[_Pending]:
         # Taken before the read: a batch that is marked sent and leaves `_in_flight` while the
         # read runs may still be unmarked in what the read sees, and must not go out again.
+        # The rows in flight come back too (they are still unmarked): their JSON is read as text
+        # and only the batch's own rows are decoded.
         taken = set(self._in_flight)
         query = (
             sa.select(
-                outbox.c.position, outbox.c.payload, outbox.c.merchant_id, outbox.c.trace_context
+                outbox.c.position,
+                sa.type_coerce(outbox.c.payload, sa.Text).label("payload"),
+                outbox.c.merchant_id,
+                sa.type_coerce(outbox.c.trace_context, sa.Text).label("trace_context"),
             )
             .where(outbox.c.published_at.is_(None))
             .order_by(outbox.c.position)
@@ -113,9 +130,13 @@ class Relay:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         taken |= self._in_flight
-        return [r for r in rows if r.position not in taken][: self.batch_size]
+        return [
+            _Pending(r.position, orjson.loads(r.payload), r.merchant_id, _json(r.trace_context))
+            for r in rows
+            if r.position not in taken
+        ][: self.batch_size]
 
-    async def _publish(self, rows: list[Any], positions: list[int]) -> None:
+    async def _publish(self, rows: list[_Pending], positions: list[int]) -> None:
         batch = tracing.start_batch("relay publish", len(rows))
         events, spans = [], []
         for row in rows:
