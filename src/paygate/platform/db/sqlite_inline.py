@@ -102,6 +102,14 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
         await_only(asyncio.to_thread(dbapi_connection.commit))
 
 
+def begin(dbapi_connection: Any, statement: str) -> None:
+    """Open a transaction on a connection of this driver (from SQLAlchemy's sync side)."""
+    if _waits(statement):
+        await_only(asyncio.to_thread(dbapi_connection.execute, statement))
+    else:
+        dbapi_connection.execute(statement)
+
+
 registry.register(f"sqlite.{DRIVER}", __name__, "InlineSQLiteDialect")
 
 
