@@ -88,11 +88,14 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: str) -> None:
 # Events: the public rows of the outbox, as committed
 
 
-async def event_row(conn: AsyncConnection, event_id: str) -> sa.RowMapping | None:
+async def event_rows(conn: AsyncConnection, event_ids: list[str]) -> dict[str, sa.RowMapping]:
+    """The stored rows of these events (one statement), by id; an unknown id is left out."""
+    if not event_ids:
+        return {}
     query = sa.select(OB.id, OB.merchant_id, OB.livemode, OB.type, OB.public, OB.payload).where(
-        OB.id == event_id
+        OB.id.in_(event_ids)
     )
-    return (await conn.execute(query)).mappings().one_or_none()
+    return {row["id"]: row for row in (await conn.execute(query)).mappings()}
 
 
 async def get_event(

@@ -106,10 +106,11 @@ class NotificationService:
         planned: list[tuple[sa.RowMapping, list[str], list[dict[str, Any]]]] = []
         endpoints_of: dict[tuple[str, bool], list[sa.RowMapping]] = {}
         async with self.rt.db.read() as conn:
-            for event in events:
-                if event.get("type") not in PUBLIC_TYPES:
-                    continue  # internal events never leave the gateway
-                row = await repo.event_row(conn, event["id"])
+            # Internal events never leave the gateway.
+            public = [e["id"] for e in events if e.get("type") in PUBLIC_TYPES]
+            rows = await repo.event_rows(conn, public)
+            for event_id in public:
+                row = rows.get(event_id)
                 if row is None or not row["public"]:
                     continue
                 owner = (row["merchant_id"], row["livemode"])

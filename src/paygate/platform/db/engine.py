@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from paygate.platform.db.group_commit import GroupCommit
 from paygate.platform.db import sqlite_inline
+from paygate.platform.db.group_commit import GroupCommit
 
 
 class Database:

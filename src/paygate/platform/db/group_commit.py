@@ -6,7 +6,10 @@ lock, so instead of each paying its own fsync, the writers that queue behind eac
 
 - The first writer of a *batch* opens a connection and `BEGIN IMMEDIATE`; each writer runs its
   block inside a SAVEPOINT of that transaction, so a block that raises rolls back its own
-  statements only, and the others keep theirs.
+  statements only, and the others keep theirs. The savepoints are the driver's own statements,
+  not SQLAlchemy's nested transactions (those cost about 240 us of CPU per writer, these 2 us);
+  SQLAlchemy's savepoint events are still sent, so that their listeners (the counts made on
+  commit, `metrics.on_commit`) drop what a failed writer left.
 - When a block ends and nobody is waiting for the lock, or the batch is full or has been open
   for `MAX_BATCH_AGE_S`, that writer commits the batch. Otherwise it leaves the batch to those
   queued behind it, and makes sure a *flusher* is queued last, which commits whatever is left if
@@ -28,8 +31,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paygate.platform import metrics
 
@@ -39,6 +44,8 @@ from paygate.platform import metrics
 # others (only when others are queued: alone, it commits at once).
 MAX_BATCH_AGE_S = 0.05
 
+SAVEPOINT = "paygate_writer"
+
 
 class BatchAborted(RuntimeError):
     """The batch holding this writer's work could not be committed: none of it was written."""
@@ -47,6 +54,8 @@ class BatchAborted(RuntimeError):
 @dataclass(eq=False)
 class _Batch:
     conn: AsyncConnection
+    driver: Any  # the sqlite3 connection under `conn`, for the writers' savepoints
+    sync: Connection  # SQLAlchemy's side of `conn`, whose savepoint events the writers send
     done: asyncio.Future[None] = field(default_factory=lambda: _loop().create_future())
     opened: float = field(default_factory=lambda: _loop().time())
     writers: int = 0
@@ -83,7 +92,8 @@ class GroupCommit:
             self._waiting -= 1
         try:
             batch = self._batch or await self._open()
-            savepoint = await batch.conn.begin_nested()
+            batch.driver.execute(f"SAVEPOINT {SAVEPOINT}")
+            batch.sync.dispatch.savepoint(batch.sync, SAVEPOINT)
         except BaseException:
             self._lock.release()
             raise
@@ -91,9 +101,9 @@ class GroupCommit:
         try:
             yield batch.conn
         except BaseException:
-            await self._end_writer(batch, savepoint, failed=True)
+            await self._end_writer(batch, failed=True)
             raise
-        await self._end_writer(batch, savepoint, failed=False)
+        await self._end_writer(batch, failed=False)
         # The batch commits in the writer who comes last (or the flusher): wait for it. Its
         # failure is always a BatchAborted (`settle`).
         await asyncio.shield(batch.done)
@@ -103,26 +113,28 @@ class GroupCommit:
         try:
             conn = await conn.execution_options(paygate_begin="BEGIN IMMEDIATE")
             await conn.begin()
+            driver = (await conn.get_raw_connection()).dbapi_connection
         except BaseException:
             await conn.close()
             raise
-        self._batch = _Batch(conn)
+        assert conn.sync_connection is not None  # begun above
+        self._batch = _Batch(conn, driver, conn.sync_connection)
         return self._batch
 
-    async def _end_writer(
-        self, batch: _Batch, savepoint: AsyncTransaction, *, failed: bool
-    ) -> None:
+    async def _end_writer(self, batch: _Batch, *, failed: bool) -> None:
         """Close this writer's savepoint, then commit the batch or leave it to those queued; the
         lock is released in every case. Shielded: a cancelled writer still hands on the lock."""
-        await asyncio.shield(asyncio.ensure_future(self._hand_on(batch, savepoint, failed)))
+        await asyncio.shield(asyncio.ensure_future(self._hand_on(batch, failed)))
 
-    async def _hand_on(self, batch: _Batch, savepoint: AsyncTransaction, failed: bool) -> None:
+    async def _hand_on(self, batch: _Batch, failed: bool) -> None:
         try:
             try:
                 if failed:
-                    await savepoint.rollback()
+                    batch.driver.execute(f"ROLLBACK TO {SAVEPOINT}")
+                    batch.sync.dispatch.rollback_savepoint(batch.sync, SAVEPOINT, None)
                 else:
-                    await savepoint.commit()
+                    batch.sync.dispatch.release_savepoint(batch.sync, SAVEPOINT, None)
+                batch.driver.execute(f"RELEASE {SAVEPOINT}")
             except BaseException as exc:  # the connection is in doubt: give up the whole batch
                 await self._abort(batch, exc)
                 return
