@@ -139,7 +139,8 @@ class Pipeline:
         """Keep an event a consumer could not apply, for inspection and replay."""
         async with self.rt.db.transaction() as conn:
             await conn.execute(
-                dead_letters.insert().values(
+                dead_letters.insert(),
+                dict(
                     id=new_id("dlq"),
                     consumer=consumer,
                     event_id=event["id"],
@@ -148,6 +149,6 @@ class Pipeline:
                     error=error,
                     attempts=tries,
                     created=now_s(),
-                )
+                ),
             )
         metrics.BUS_DEAD_LETTERS.labels(consumer).inc()

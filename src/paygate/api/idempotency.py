@@ -165,7 +165,8 @@ async def execute(
             now = now_s()
             key_id, sealed = rt.keyring.seal(payload, aad)
             await conn.execute(
-                records.insert().values(
+                records.insert(),
+                dict(
                     merchant_id=scope[0],
                     endpoint=scope[1],
                     key=scope[2],
@@ -175,7 +176,7 @@ async def execute(
                     body_key_id=key_id,
                     created=now,
                     expires_at=now + rt.settings.idempotency_ttl_s,
-                )
+                ),
             )
             crash_point("idempotency.before_commit")
         crash_point("idempotency.after_commit")

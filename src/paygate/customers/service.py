@@ -36,7 +36,7 @@ async def create(
         "name": name,
         "created": now_s(),
     }
-    await conn.execute(customers.insert().values(**row))
+    await conn.execute(customers.insert(), row)
     return render(row)
 
 

@@ -149,7 +149,7 @@ async def insert_key(
         "expires_at": None,
         "last_used_at": None,
     }
-    await conn.execute(api_keys.insert().values(**row))
+    await conn.execute(api_keys.insert(), row)
     return row, secret
 
 

@@ -40,7 +40,8 @@ async def record(
     """Append an entry, in the caller's transaction (so it commits with the change or not at
     all). `details` must hold no secret."""
     await conn.execute(
-        audit_log.insert().values(
+        audit_log.insert(),
+        dict(
             id=new_id("aud"),
             merchant_id=merchant_id,
             actor=actor.key_id or actor.kind,
@@ -49,7 +50,7 @@ async def record(
             object_id=object_id,
             details=details or {},
             created=now_s(),
-        )
+        ),
     )
 
 

@@ -26,7 +26,8 @@ async def insert(
         assessment.source == "rule" and assessment.model_version is None
     )
     await conn.execute(
-        fraud_assessments.insert().values(
+        fraud_assessments.insert(),
+        dict(
             id=assessment_id,
             payment_id=payment_id,
             merchant_id=merchant_id,
@@ -38,7 +39,7 @@ async def insert(
             source=assessment.source,
             model_version=assessment.model_version,
             created=now_s(),
-        )
+        ),
     )
     return assessment_id
 

@@ -53,7 +53,7 @@ async def create(
         "reason": reason,
         "created": now_s(),
     }
-    await conn.execute(fraud_reports.insert().values(**row))
+    await conn.execute(fraud_reports.insert(), row)
     report = render(row)
     # Internal: what the fraud worker needs to count the label against the payment's hour.
     await outbox.emit(

@@ -86,14 +86,15 @@ async def decide(
                 "being applied."
             )
     await conn.execute(
-        fraud_review_decisions.insert().values(
+        fraud_review_decisions.insert(),
+        dict(
             id=new_id("rvd"),
             payment_id=payment_id,
             merchant_id=merchant_id,
             decision=decision,
             source=source,
             created=now_s(),
-        )
+        ),
     )
     details = {"review": decision, "source": source}
     if decision == "approve" and not row["capture"]:

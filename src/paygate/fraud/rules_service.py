@@ -121,21 +121,22 @@ async def create_rule(
         "created": now,
         "updated": now,
     }
-    await conn.execute(fraud_rules.insert().values(**row))
+    await conn.execute(fraud_rules.insert(), row)
     await _changed(conn, actor, row, "fraud_rule.created")
     return render_rule(row)
 
 
 async def _changed(conn: AsyncConnection, actor: Principal, row: dict[str, Any], what: str) -> None:
     await conn.execute(
-        fraud_rule_versions.insert().values(
+        fraud_rule_versions.insert(),
+        dict(
             id=new_id("frv"),
             rule_id=row["id"],
             version=row["version"],
             **{k: row[k] for k in _RULE_FIELDS},
             actor=actor.key_id or actor.kind,
             created=row["updated"],
-        )
+        ),
     )
     details = {"version": row["version"], "action": row["action"], "enabled": row["enabled"]}
     await audit.record(
@@ -257,7 +258,7 @@ async def create_list(
     }
     try:
         async with conn.begin_nested():
-            await conn.execute(fraud_lists.insert().values(**row))
+            await conn.execute(fraud_lists.insert(), row)
     except sa.exc.IntegrityError:  # created by a concurrent request
         raise InvalidRequest(
             "A fraud list with this name exists already.", param="name", code="name_taken"
@@ -338,7 +339,7 @@ async def add_item(
     row = {"id": new_id("fli"), "list_id": list_id, "value": value, "created": now_s()}
     try:
         async with conn.begin_nested():
-            await conn.execute(fraud_list_items.insert().values(**row))
+            await conn.execute(fraud_list_items.insert(), row)
     except sa.exc.IntegrityError:  # added by a concurrent request
         return 200, render_item((await conn.execute(same)).mappings().one())
     await audit.record(

@@ -30,7 +30,8 @@ async def post(
     entry_id = new_id("je")
     now = now_s()
     await conn.execute(
-        ledger_entries.insert().values(
+        ledger_entries.insert(),
+        dict(
             id=entry_id,
             kind=kind,
             merchant_id=merchant_id,
@@ -39,7 +40,7 @@ async def post(
             refund_id=refund_id,
             settlement_id=settlement_id,
             created=now,
-        )
+        ),
     )
     rows = [
         {
@@ -60,7 +61,7 @@ async def post(
 
 async def add_balance_transaction(conn: AsyncConnection, row: dict[str, Any]) -> str:
     row = {"id": new_id("txn"), "created": now_s(), "settlement_id": None, **row}
-    await conn.execute(balance_transactions.insert().values(**row))
+    await conn.execute(balance_transactions.insert(), row)
     return str(row["id"])
 
 

@@ -12,11 +12,11 @@ from paygate.platform.db.tables import api_keys, merchants
 
 
 async def insert_merchant(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(merchants.insert().values(**row))
+    await conn.execute(merchants.insert(), row)
 
 
 async def insert_key(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(api_keys.insert().values(**row))
+    await conn.execute(api_keys.insert(), row)
 
 
 async def get_merchant(conn: AsyncConnection, merchant_id: str) -> sa.RowMapping | None:

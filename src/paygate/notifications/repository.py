@@ -36,7 +36,7 @@ async def insert_ignoring_duplicates(
 
 
 async def insert_endpoint(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(webhook_endpoints.insert().values(**row))
+    await conn.execute(webhook_endpoints.insert(), row)
 
 
 async def get_endpoint(

@@ -60,7 +60,7 @@ async def create(
         "created": now,
         "updated": now,
     }
-    await conn.execute(bank_attempts.insert().values(**row))
+    await conn.execute(bank_attempts.insert(), row)
     return row
 
 

@@ -13,7 +13,7 @@ from paygate.platform.db.tables import payments, transaction_log
 
 
 async def insert(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(payments.insert().values(**row))
+    await conn.execute(payments.insert(), row)
 
 
 async def get(
@@ -110,7 +110,8 @@ async def log(
     details: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(
-        transaction_log.insert().values(
+        transaction_log.insert(),
+        dict(
             id=new_id("txl"),
             payment_id=payment_id,
             type=type,
@@ -118,7 +119,7 @@ async def log(
             amount=amount,
             details=details or {},
             created=now_s(),
-        )
+        ),
     )
 
 

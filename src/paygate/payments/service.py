@@ -95,7 +95,7 @@ async def create(
         "fingerprint": card.fingerprint,
         "created": now,
     }
-    await conn.execute(payment_methods.insert().values(**method))
+    await conn.execute(payment_methods.insert(), method)
     state = PaymentState(status=Status.PENDING, amount=request.amount, capture=request.capture)
     row = {
         "id": payment_id,

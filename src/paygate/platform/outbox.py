@@ -55,7 +55,8 @@ async def emit(
         "data": {"object": obj},
     }
     await conn.execute(
-        outbox.insert().values(
+        outbox.insert(),
+        dict(
             id=event["id"],
             merchant_id=merchant_id,
             livemode=event["livemode"],
@@ -66,6 +67,6 @@ async def emit(
             payload=event,
             created=event["created"],
             trace_context=tracing.current_carrier(),
-        )
+        ),
     )
     return event

@@ -50,7 +50,7 @@ async def create(
         "created": now,
         "updated": now,
     }
-    await conn.execute(refunds.insert().values(**row))
+    await conn.execute(refunds.insert(), row)
     await attempts.create(
         conn,
         payment_id=payment["id"],

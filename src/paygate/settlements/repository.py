@@ -90,7 +90,7 @@ async def find(
 
 
 async def insert(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(settlements.insert().values(**row))
+    await conn.execute(settlements.insert(), row)
 
 
 async def get(conn: AsyncConnection, settlement_id: str) -> sa.RowMapping | None:

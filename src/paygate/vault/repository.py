@@ -15,9 +15,10 @@ async def store_card(conn: AsyncConnection, keyring: Keyring, pan: str, fingerpr
     token = new_id("vc")
     key_id, sealed = keyring.seal(pan.encode(), aad=token.encode())
     await conn.execute(
-        vault_cards.insert().values(
+        vault_cards.insert(),
+        dict(
             token=token, key_id=key_id, pan_sealed=sealed, fingerprint=fingerprint, created=now_s()
-        )
+        ),
     )
     return token
 
@@ -53,13 +54,14 @@ async def store_cvc(
     data_key, cvc_sealed = seal_with_data_key(cvc.encode(), aad)
     key_id, key_sealed = keyring.seal(data_key, aad)
     await conn.execute(
-        vault_cvcs.insert().values(
+        vault_cvcs.insert(),
+        dict(
             payment_id=payment_id,
             key_id=key_id,
             data_key_sealed=key_sealed,
             cvc_sealed=cvc_sealed,
             expires_at=expires_at,
-        )
+        ),
     )
 
 

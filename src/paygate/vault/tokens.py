@@ -80,7 +80,7 @@ async def create(
         "used_at": None,
         "payment_id": None,
     }
-    await conn.execute(card_tokens.insert().values(**row))
+    await conn.execute(card_tokens.insert(), row)
     await vault.store_cvc(conn, keyring, row["id"], cvc, expires_at=row["expires_at"])
     return render(row)
 
