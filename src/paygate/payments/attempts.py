@@ -127,9 +127,8 @@ async def due(
     return list((await conn.execute(query)).scalars().all())
 
 
+_UPDATE = bank_attempts.update().where(bank_attempts.c.id == sa.bindparam("match_id"))
+
+
 async def update(conn: AsyncConnection, attempt_id: str, **values: Any) -> None:
-    await conn.execute(
-        bank_attempts.update()
-        .where(bank_attempts.c.id == attempt_id)
-        .values(**values, updated=now_s())
-    )
+    await conn.execute(_UPDATE, {**values, "updated": now_s(), "match_id": attempt_id})
