@@ -88,9 +88,11 @@ async def ensure(
     return str(created["id"])
 
 
+_GET = sa.select(bank_attempts).where(bank_attempts.c.id == sa.bindparam("match_id"))
+
+
 async def get(conn: AsyncConnection, attempt_id: str) -> sa.RowMapping | None:
-    query = sa.select(bank_attempts).where(bank_attempts.c.id == attempt_id)
-    return (await conn.execute(query)).mappings().one_or_none()
+    return (await conn.execute(_GET, {"match_id": attempt_id})).mappings().one_or_none()
 
 
 async def by_reference(conn: AsyncConnection, ref: str) -> sa.RowMapping | None:

@@ -16,6 +16,17 @@ async def insert(conn: AsyncConnection, row: dict[str, Any]) -> None:
     await conn.execute(payments.insert(), row)
 
 
+# The reads and the update every payment makes, built once (a statement built per call costs
+# SQLAlchemy more CPU than running it: docs/performance.md).
+_BY_ID = sa.select(payments).where(payments.c.id == sa.bindparam("match_id"))
+_BY_ID_LOCKED = _BY_ID.with_for_update()
+_GET = _BY_ID.where(
+    payments.c.merchant_id == sa.bindparam("match_merchant"),
+    payments.c.livemode == sa.bindparam("match_livemode"),
+)
+_GET_LOCKED = _GET.with_for_update()
+
+
 async def get(
     conn: AsyncConnection,
     merchant_id: str,
@@ -26,23 +37,16 @@ async def get(
 ) -> sa.RowMapping | None:
     """One payment of one merchant in one mode; `for_update` locks the row until commit
     (PostgreSQL; SQLite writers are serialized already)."""
-    query = sa.select(payments).where(
-        payments.c.id == payment_id,
-        payments.c.merchant_id == merchant_id,
-        payments.c.livemode == livemode,
-    )
-    if for_update:
-        query = query.with_for_update()
-    return (await conn.execute(query)).mappings().one_or_none()
+    query = _GET_LOCKED if for_update else _GET
+    params = {"match_id": payment_id, "match_merchant": merchant_id, "match_livemode": livemode}
+    return (await conn.execute(query, params)).mappings().one_or_none()
 
 
 async def get_by_id(
     conn: AsyncConnection, payment_id: str, *, for_update: bool = False
 ) -> sa.RowMapping | None:
-    query = sa.select(payments).where(payments.c.id == payment_id)
-    if for_update:
-        query = query.with_for_update()
-    return (await conn.execute(query)).mappings().one_or_none()
+    query = _BY_ID_LOCKED if for_update else _BY_ID
+    return (await conn.execute(query, {"match_id": payment_id})).mappings().one_or_none()
 
 
 async def get_many(
@@ -58,8 +62,7 @@ async def get_many(
     return {row["id"]: row for row in (await conn.execute(query)).mappings()}
 
 
-# Built once, its SET clause taken from each call's parameters: an UPDATE of a dozen columns
-# built per call costs about four times as much CPU (docs/performance.md).
+# Its SET clause is taken from each call's parameters.
 _UPDATE = payments.update().where(
     payments.c.id == sa.bindparam("match_id"), payments.c.version == sa.bindparam("match_version")
 )
