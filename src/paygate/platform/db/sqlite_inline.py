@@ -1,9 +1,9 @@
 """The embedded default's SQLite driver: statements run on the event loop, waits in a thread.
 
 aiosqlite gives every connection a thread and hands it each call, so one statement costs two
-thread switches and a wake-up of the event loop: about 0.7 ms of CPU for a read by primary key
-on this project's benchmark machine, where the same read through SQLAlchemy on the plain
-`sqlite3` module costs about 0.05 ms. But a statement on SQLite in WAL mode is work, not
+thread switches and a wake-up of the event loop: a read by primary key through SQLAlchemy's
+async layer cost about 0.75 ms of CPU on this project's benchmark machine, and about 0.15 ms
+with this driver (docs/performance.md). A statement on SQLite in WAL mode is work, not
 waiting: a read never waits for a writer, and a write inside a transaction only touches pages
 in memory. The waiting is in two places only: taking the write lock (`BEGIN IMMEDIATE`, which
 waits while another process writes) and `COMMIT` (an fsync). So this dialect runs every
@@ -37,7 +37,8 @@ async def _now(fn: Any, *args: Any) -> Any:
 
 
 def _run(fn: Any, *args: Any) -> Any:
-    """Call a driver method from SQLAlchemy's sync side: inline, except the two that wait."""
+    """Call a driver method inline from SQLAlchemy's sync side, through an awaitable that
+    completes at once: SQLAlchemy's async layer checks that each statement awaited one."""
     return await_only(_now(fn, *args))
 
 
