@@ -73,9 +73,8 @@ async def update(
 ) -> bool:
     """Apply `values` if the row is still at `version`; bumps the version. False on a lost race."""
     params = {"updated": now_s(), **values, "version": version + 1}
-    result = await conn.execute(
-        _UPDATE, {**params, "match_id": payment_id, "match_version": version}
-    )
+    params.update(match_id=payment_id, match_version=version)
+    result = await conn.execute(_UPDATE, params)
     return result.rowcount == 1
 
 

@@ -130,11 +130,11 @@ class Relay:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         taken |= self._in_flight
+        mine = [r for r in rows if r.position not in taken][: self.batch_size]
         return [
             _Pending(r.position, orjson.loads(r.payload), r.merchant_id, _json(r.trace_context))
-            for r in rows
-            if r.position not in taken
-        ][: self.batch_size]
+            for r in mine
+        ]
 
     async def _publish(self, rows: list[_Pending], positions: list[int]) -> None:
         batch = tracing.start_batch("relay publish", len(rows))

@@ -167,21 +167,14 @@ async def _book_capture(
 
 async def _reverse(conn: AsyncConnection, row: sa.RowMapping, op: str) -> str:
     """Undo an approval the payment no longer wants: void an authorization, refund a sale."""
-    if op == "sale":
-        return await attempts.ensure(
-            conn,
-            payment_id=row["id"],
-            operation="refund",
-            amount=row["amount"],
-            currency=row["currency"],
-            ref_suffix="reversal",
-        )
+    operation, suffix = ("refund", "reversal") if op == "sale" else ("void", None)
     return await attempts.ensure(
         conn,
         payment_id=row["id"],
-        operation="void",
+        operation=operation,
         amount=row["amount"],
         currency=row["currency"],
+        ref_suffix=suffix,
     )
 
 
