@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from paygate.platform.db import Database
@@ -90,5 +91,64 @@ async def test_a_stream_reads_its_rows_as_they_are_fetched(tmp_path: Path) -> No
             result = await conn.stream(sa.text("SELECT n FROM t ORDER BY n"))
             got = [row.n async for row in result]
         assert got == list(range(250))
+    finally:
+        await db.dispose()
+
+
+async def test_a_read_returns_its_connection_as_its_block_ends(tmp_path: Path) -> None:
+    """Fifty readers at once, each yielding to the loop after its block: each block hands its
+    connection back as it ends, so one or two connections serve them all (closed in a task of
+    their own, the blocks' connections were held a turn of the loop each, and the pool opened
+    every connection it may)."""
+    db = await _database(tmp_path / "db.sqlite")
+    opened = 0
+
+    @sa.event.listens_for(db.engine.sync_engine, "connect")
+    def _count(_dbapi_connection: Any, _record: Any) -> None:
+        nonlocal opened
+        opened += 1
+
+    await db.engine.dispose()
+    pool = db.engine.sync_engine.pool
+
+    async def reader() -> None:
+        for _ in range(5):
+            async with db.read() as conn:
+                assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == 0
+            assert pool.checkedout() == 0  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(*(reader() for _ in range(50)))
+        assert opened <= 2
+    finally:
+        await db.dispose()
+
+
+async def test_a_read_cancelled_or_failed_returns_its_connection(tmp_path: Path) -> None:
+    db = await _database(tmp_path / "db.sqlite")
+    pool = db.engine.sync_engine.pool
+    started = asyncio.Event()
+
+    async def waits_inside() -> None:
+        async with db.read() as conn:
+            await conn.scalar(sa.text("SELECT 1"))
+            started.set()
+            await asyncio.sleep(60)
+
+    try:
+        task = asyncio.create_task(waits_inside())
+        await started.wait()
+        assert pool.checkedout() == 1  # type: ignore[attr-defined]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+
+        with pytest.raises(sa.exc.OperationalError):
+            async with db.read() as conn:
+                await conn.execute(sa.text("SELECT * FROM no_such_table"))
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+        async with db.read() as conn:  # the connections given back still serve
+            assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == 0
     finally:
         await db.dispose()

@@ -63,8 +63,20 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only connection (a snapshot per statement on PostgreSQL, per transaction on
         SQLite)."""
-        async with self.engine.connect() as conn:
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn:
+                yield conn
+            return
+        # SQLAlchemy's `async with` closes a connection in a task of its own, so that a
+        # cancellation cannot abandon a close that waits on the network; the block's exit then
+        # waits a whole turn of the event loop, holding the connection (under load, 80 ms and
+        # more: enough to exhaust the pool, which then opens and closes connections). The
+        # inline driver's close (a rollback, the pool's return) never waits: call it directly.
+        conn = await self.engine.connect().start()
+        try:
             yield conn
+        finally:
+            await conn.close()
 
     async def ping(self) -> bool:
         try:
