@@ -5,50 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
 from paygate.platform.db import Database
 from paygate.platform.lease import lease, run_leased
+from tests.platform.conftest import asyncpg_dsn, cut_connections
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-async def lease_db(postgres_server: str) -> AsyncIterator[str]:
-    """A database of its own, so that cutting its connections touches nothing else."""
-    name = f"lease_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.replace("postgresql+asyncpg", "postgresql"))
-    await admin.execute(f"CREATE DATABASE {name}")
-    base, _, query = postgres_server.partition("?")
-    url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    try:
-        yield url
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
-
-
-async def _cut_connections(url: str, *, keep: int | None = None) -> int:
-    """Terminate every session of the database but ours (and `keep`): what a restart does to
-    them. Returns how many were cut."""
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        cut: int = await conn.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND pid IS DISTINCT FROM $1",
-            keep,
-        )
-        return cut
-    finally:
-        await conn.close()
-
-
 async def _holder_pid(url: str) -> int:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         pid: int = await conn.fetchval(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
@@ -58,8 +28,8 @@ async def _holder_pid(url: str) -> int:
         await conn.close()
 
 
-async def test_a_standby_outlives_a_lost_connection_and_takes_over(lease_db: str) -> None:
-    holder_db, standby_db = Database(lease_db), Database(lease_db)
+async def test_a_standby_outlives_a_lost_connection_and_takes_over(own_pg_database: str) -> None:
+    holder_db, standby_db = Database(own_pg_database), Database(own_pg_database)
     name = f"job-{uuid.uuid4().hex[:8]}"
     held, release, taken = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
@@ -79,7 +49,7 @@ async def test_a_standby_outlives_a_lost_connection_and_takes_over(lease_db: str
         await asyncio.sleep(0.3)  # waiting, on its own connection
         assert not taken.is_set()
 
-        assert await _cut_connections(lease_db, keep=await _holder_pid(lease_db)) >= 1
+        assert await cut_connections(own_pg_database, keep=await _holder_pid(own_pg_database)) >= 1
         await asyncio.sleep(0.5)
         assert not second.done(), "the standby's wait ended with its connection"
         assert not taken.is_set(), "two holders at once"
@@ -92,12 +62,14 @@ async def test_a_standby_outlives_a_lost_connection_and_takes_over(lease_db: str
         await standby_db.dispose()
 
 
-async def test_the_holder_leaves_cleanly_after_its_connection_was_lost(lease_db: str) -> None:
-    db = Database(lease_db)
+async def test_the_holder_leaves_cleanly_after_its_connection_was_lost(
+    own_pg_database: str,
+) -> None:
+    db = Database(own_pg_database)
     name = f"job-{uuid.uuid4().hex[:8]}"
     try:
         async with lease(db, name, retry_s=0.05):
-            assert await _cut_connections(lease_db) >= 1
+            assert await cut_connections(own_pg_database) >= 1
         # The lock went with the connection: the next holder gets it at once.
         async with asyncio.timeout(5), lease(db, name, retry_s=0.05):
             pass
@@ -106,12 +78,12 @@ async def test_the_holder_leaves_cleanly_after_its_connection_was_lost(lease_db:
 
 
 async def test_a_holder_that_loses_its_lease_stops_its_job_until_it_has_it_again(
-    lease_db: str,
+    own_pg_database: str,
 ) -> None:
     """A cut connection frees the lock while the holder's job still runs: the standby takes
     over, and the old holder stops its job within a check interval, so the two do not go on
     together; the old holder then waits as the new standby."""
-    first_db, second_db = Database(lease_db), Database(lease_db)
+    first_db, second_db = Database(own_pg_database), Database(own_pg_database)
     name = f"job-{uuid.uuid4().hex[:8]}"
     running = {"first": False, "second": False}
     overlap_s = 0.0
@@ -147,7 +119,7 @@ async def test_a_holder_that_loses_its_lease_stops_its_job_until_it_has_it_again
         await asyncio.sleep(0.3)
         assert not running["second"], "two holders at once"
 
-        await _terminate(lease_db, await _holder_pid(lease_db))
+        await _terminate(own_pg_database, await _holder_pid(own_pg_database))
         await _until(lambda: running["second"] and not running["first"])
         await asyncio.sleep(0.5)
         assert running["second"] and not running["first"]
@@ -160,8 +132,8 @@ async def test_a_holder_that_loses_its_lease_stops_its_job_until_it_has_it_again
         await second_db.dispose()
 
 
-async def test_a_leased_job_that_returns_or_raises_ends_the_hold(lease_db: str) -> None:
-    db = Database(lease_db)
+async def test_a_leased_job_that_returns_or_raises_ends_the_hold(own_pg_database: str) -> None:
+    db = Database(own_pg_database)
     name = f"job-{uuid.uuid4().hex[:8]}"
     calls = 0
 
@@ -184,7 +156,7 @@ async def test_a_leased_job_that_returns_or_raises_ends_the_hold(lease_db: str) 
 
 
 async def _terminate(url: str, pid: int) -> None:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         await conn.execute("SELECT pg_terminate_backend($1)", pid)
     finally:
