@@ -49,6 +49,17 @@ __all__ = ["execute", "prune"]
 
 MAX_KEY_LENGTH = 255
 
+# A record's statements, built once (docs/performance.md): matched by its scope, their values
+# passed with each call.
+_SCOPE = sa.and_(
+    records.c.merchant_id == sa.bindparam("match_merchant"),
+    records.c.endpoint == sa.bindparam("match_endpoint"),
+    records.c.key == sa.bindparam("match_key"),
+)
+_FIND = sa.select(records).where(_SCOPE)
+_FORGET = records.delete().where(_SCOPE)
+_SETTLE = records.update().where(_SCOPE)
+
 
 def _key(request: Request, required: bool) -> str | None:
     key = request.headers.get("idempotency-key")
@@ -122,6 +133,7 @@ async def execute(
     mode = "admin" if principal.kind == "admin" else ("live" if principal.livemode else "test")
     scope = (principal.merchant_id or "admin", f"{mode} {request.method} {request.url.path}", key)
     aad = "\x1f".join(scope).encode()
+    match = {"match_merchant": scope[0], "match_endpoint": scope[1], "match_key": scope[2]}
     fingerprint = await _fingerprint(request, rt.hmac_key)
     if scope in rt.inflight:
         raise _in_flight()
@@ -134,12 +146,7 @@ async def execute(
                 )
                 if not locked:
                     raise _in_flight()
-            where = sa.and_(
-                records.c.merchant_id == scope[0],
-                records.c.endpoint == scope[1],
-                records.c.key == scope[2],
-            )
-            found = (await conn.execute(sa.select(records).where(where))).one_or_none()
+            found = (await conn.execute(_FIND, match)).one_or_none()
             if found is not None and found.expires_at > now_s():
                 if not hmac.compare_digest(found.fingerprint, fingerprint):
                     raise IdempotencyMismatch(
@@ -152,7 +159,7 @@ async def execute(
                     headers={"Idempotent-Replayed": "true"},
                 )
             if found is not None:
-                await conn.execute(records.delete().where(where))
+                await conn.execute(_FORGET, match)
 
             savepoint = await conn.begin_nested()
             try:
@@ -187,12 +194,9 @@ async def execute(
         status, body, headers = settled
         payload = encode(body)
         key_id, sealed = rt.keyring.seal(payload, aad)
+        answer = {"response_status": status, "response_body": sealed, "body_key_id": key_id}
         async with rt.db.transaction() as conn:
-            await conn.execute(
-                records.update()
-                .where(where)
-                .values(response_status=status, response_body=sealed, body_key_id=key_id)
-            )
+            await conn.execute(_SETTLE, {**match, **answer})
         return JSONBytes(payload, status_code=status, headers=headers)
     finally:
         rt.inflight.discard(scope)

@@ -72,6 +72,13 @@ async def latest(conn: AsyncConnection, payment_id: str) -> tuple[str, Assessmen
     return None if row is None else (row["id"], _from_row(row))
 
 
+_OF_PAYMENTS = (
+    sa.select(fraud_assessments)
+    .where(fraud_assessments.c.payment_id.in_(sa.bindparam("match_ids", expanding=True)))
+    .order_by(fraud_assessments.c.id)
+)
+
+
 async def latest_of(
     conn: AsyncConnection, payment_ids: list[str]
 ) -> dict[str, tuple[str, Assessment]]:
@@ -79,13 +86,7 @@ async def latest_of(
     screened are absent)."""
     if not payment_ids:
         return {}
-    rows = (
-        await conn.execute(
-            sa.select(fraud_assessments)
-            .where(fraud_assessments.c.payment_id.in_(payment_ids))
-            .order_by(fraud_assessments.c.id)
-        )
-    ).mappings()
+    rows = (await conn.execute(_OF_PAYMENTS, {"match_ids": list(payment_ids)})).mappings()
     return {row["payment_id"]: (row["id"], _from_row(row)) for row in rows}
 
 

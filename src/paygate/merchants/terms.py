@@ -28,14 +28,13 @@ def _aad(merchant_id: str) -> bytes:
     return f"bank_account:{merchant_id}".encode()
 
 
+# Read for every capture and refund: built once (docs/performance.md).
+_TERMS = sa.select(merchant_terms).where(merchant_terms.c.merchant_id == sa.bindparam("match_id"))
+
+
 async def terms_for(conn: AsyncConnection, merchant_id: str, default_delay_days: int) -> Terms:
     """The pricing and payout delay the ledger applies to this merchant now."""
-    t = merchant_terms.c
-    row = (
-        (await conn.execute(sa.select(merchant_terms).where(t.merchant_id == merchant_id)))
-        .mappings()
-        .one_or_none()
-    )
+    row = (await conn.execute(_TERMS, {"match_id": merchant_id})).mappings().one_or_none()
     if row is None:
         return Terms(Pricing(), default_delay_days)
     delay = row["payout_delay_days"]

@@ -67,13 +67,18 @@ async def count_endpoints(conn: AsyncConnection, merchant_id: str, livemode: boo
     return int(await conn.scalar(query) or 0)
 
 
+_ENABLED = sa.select(E.id, E.enabled_events).where(
+    E.merchant_id == sa.bindparam("match_merchant"),
+    E.livemode == sa.bindparam("match_livemode"),
+    E.enabled.is_(True),
+)
+
+
 async def enabled_endpoints(
     conn: AsyncConnection, merchant_id: str, livemode: bool
 ) -> list[sa.RowMapping]:
-    query = sa.select(E.id, E.enabled_events).where(
-        E.merchant_id == merchant_id, E.livemode == livemode, E.enabled.is_(True)
-    )
-    return list((await conn.execute(query)).mappings().all())
+    params = {"match_merchant": merchant_id, "match_livemode": livemode}
+    return list((await conn.execute(_ENABLED, params)).mappings().all())
 
 
 async def update_endpoint(conn: AsyncConnection, endpoint_id: str, values: dict[str, Any]) -> None:
@@ -88,14 +93,17 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: str) -> None:
 # Events: the public rows of the outbox, as committed
 
 
+_EVENT_ROWS = sa.select(OB.id, OB.merchant_id, OB.livemode, OB.type, OB.public, OB.payload).where(
+    OB.id.in_(sa.bindparam("match_ids", expanding=True))
+)
+
+
 async def event_rows(conn: AsyncConnection, event_ids: list[str]) -> dict[str, sa.RowMapping]:
     """The stored rows of these events (one statement), by id; an unknown id is left out."""
     if not event_ids:
         return {}
-    query = sa.select(OB.id, OB.merchant_id, OB.livemode, OB.type, OB.public, OB.payload).where(
-        OB.id.in_(event_ids)
-    )
-    return {row["id"]: row for row in (await conn.execute(query)).mappings()}
+    rows = await conn.execute(_EVENT_ROWS, {"match_ids": list(event_ids)})
+    return {row["id"]: row for row in rows.mappings()}
 
 
 async def get_event(

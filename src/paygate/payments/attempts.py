@@ -89,6 +89,14 @@ async def ensure(
 
 
 _GET = sa.select(bank_attempts).where(bank_attempts.c.id == sa.bindparam("match_id"))
+_OPEN_FOR_PAYMENT = (
+    sa.select(bank_attempts)
+    .where(
+        bank_attempts.c.payment_id == sa.bindparam("match_payment"),
+        bank_attempts.c.status.in_(OPEN),
+    )
+    .order_by(bank_attempts.c.id)
+)
 
 
 async def get(conn: AsyncConnection, attempt_id: str) -> sa.RowMapping | None:
@@ -101,12 +109,8 @@ async def by_reference(conn: AsyncConnection, ref: str) -> sa.RowMapping | None:
 
 
 async def open_for_payment(conn: AsyncConnection, payment_id: str) -> list[sa.RowMapping]:
-    query = (
-        sa.select(bank_attempts)
-        .where(bank_attempts.c.payment_id == payment_id, bank_attempts.c.status.in_(OPEN))
-        .order_by(bank_attempts.c.id)
-    )
-    return list((await conn.execute(query)).mappings().all())
+    rows = await conn.execute(_OPEN_FOR_PAYMENT, {"match_payment": payment_id})
+    return list(rows.mappings().all())
 
 
 async def for_payment(conn: AsyncConnection, payment_id: str) -> list[sa.RowMapping]:

@@ -25,6 +25,12 @@ _GET = _BY_ID.where(
     payments.c.livemode == sa.bindparam("match_livemode"),
 )
 _GET_LOCKED = _GET.with_for_update()
+_MANY = (
+    sa.select(payments)
+    .where(payments.c.id.in_(sa.bindparam("match_ids", expanding=True)))
+    .order_by(payments.c.id)
+)
+_MANY_LOCKED = _MANY.with_for_update()
 
 
 async def get(
@@ -56,10 +62,9 @@ async def get_many(
     order, the order every locker of several payments takes, so that two never deadlock."""
     if not payment_ids:
         return {}
-    query = sa.select(payments).where(payments.c.id.in_(payment_ids)).order_by(payments.c.id)
-    if for_update:
-        query = query.with_for_update()
-    return {row["id"]: row for row in (await conn.execute(query)).mappings()}
+    query = _MANY_LOCKED if for_update else _MANY
+    rows = await conn.execute(query, {"match_ids": list(payment_ids)})
+    return {row["id"]: row for row in rows.mappings()}
 
 
 # Its SET clause is taken from each call's parameters.

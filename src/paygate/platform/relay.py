@@ -23,6 +23,21 @@ from paygate.platform.db.tables import outbox
 from paygate.platform.logging import log
 from paygate.platform.tasks import reraise_if_cancelling
 
+# The relay's two statements, built once (docs/performance.md). The JSON columns are read as
+# text, and only the rows of the relay's own batch are decoded (`_next_batch`).
+_UNSENT = (
+    sa.select(
+        outbox.c.position,
+        sa.type_coerce(outbox.c.payload, sa.Text).label("payload"),
+        outbox.c.merchant_id,
+        sa.type_coerce(outbox.c.trace_context, sa.Text).label("trace_context"),
+    )
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.position)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
+_MARK_SENT = outbox.update().where(outbox.c.position.in_(sa.bindparam("positions", expanding=True)))
+
 
 class _Pending(NamedTuple):
     position: int
@@ -113,22 +128,11 @@ class Relay:
     async def _next_batch(self) -> list[_Pending]:
         # Taken before the read: a batch that is marked sent and leaves `_in_flight` while the
         # read runs may still be unmarked in what the read sees, and must not go out again.
-        # The rows in flight come back too (they are still unmarked): their JSON is read as text
-        # and only the batch's own rows are decoded.
+        # The rows in flight come back too (they are still unmarked): only the batch's own rows
+        # are decoded.
         taken = set(self._in_flight)
-        query = (
-            sa.select(
-                outbox.c.position,
-                sa.type_coerce(outbox.c.payload, sa.Text).label("payload"),
-                outbox.c.merchant_id,
-                sa.type_coerce(outbox.c.trace_context, sa.Text).label("trace_context"),
-            )
-            .where(outbox.c.published_at.is_(None))
-            .order_by(outbox.c.position)
-            .limit(self.batch_size + len(taken))
-        )
         async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(_UNSENT, {"limit": self.batch_size + len(taken)})).all()
         taken |= self._in_flight
         mine = [r for r in rows if r.position not in taken][: self.batch_size]
         return [
@@ -156,11 +160,7 @@ class Relay:
         try:
             await self.bus.publish(events)
             async with self.db.transaction() as conn:
-                await conn.execute(
-                    outbox.update()
-                    .where(outbox.c.position.in_(positions))
-                    .values(published_at=now_s())
-                )
+                await conn.execute(_MARK_SENT, {"positions": positions, "published_at": now_s()})
         except Exception as exc:
             failed = exc
             log.error(

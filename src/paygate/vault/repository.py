@@ -35,15 +35,19 @@ async def reveal_card(conn: AsyncConnection, keyring: Keyring, token: str) -> st
     return keyring.open(row.key_id, row.pan_sealed, aad=token.encode()).decode()
 
 
+# What every customer-initiated bank call reads and deletes, built once (docs/performance.md).
+_METHOD_CARD = (
+    sa.select(vault_cards.c.token, vault_cards.c.key_id, vault_cards.c.pan_sealed)
+    .join(payment_methods, payment_methods.c.card_token == vault_cards.c.token)
+    .where(payment_methods.c.id == sa.bindparam("match_method"))
+)
+_CVC = sa.select(vault_cvcs).where(vault_cvcs.c.payment_id == sa.bindparam("match_payment"))
+_DESTROY_CVC = vault_cvcs.delete().where(vault_cvcs.c.payment_id == sa.bindparam("match_payment"))
+
+
 async def reveal_method_card(conn: AsyncConnection, keyring: Keyring, method_id: str) -> str:
     """`reveal_card` of a payment method's card, in one statement."""
-    row = (
-        await conn.execute(
-            sa.select(vault_cards.c.token, vault_cards.c.key_id, vault_cards.c.pan_sealed)
-            .join(payment_methods, payment_methods.c.card_token == vault_cards.c.token)
-            .where(payment_methods.c.id == method_id)
-        )
-    ).one()
+    row = (await conn.execute(_METHOD_CARD, {"match_method": method_id})).one()
     return keyring.open(row.key_id, row.pan_sealed, aad=row.token.encode()).decode()
 
 
@@ -66,9 +70,7 @@ async def store_cvc(
 
 
 async def read_cvc(conn: AsyncConnection, keyring: Keyring, payment_id: str) -> str | None:
-    row = (
-        await conn.execute(sa.select(vault_cvcs).where(vault_cvcs.c.payment_id == payment_id))
-    ).one_or_none()
+    row = (await conn.execute(_CVC, {"match_payment": payment_id})).one_or_none()
     if row is None or row.expires_at < now_s():
         return None
     aad = payment_id.encode()
@@ -78,7 +80,7 @@ async def read_cvc(conn: AsyncConnection, keyring: Keyring, payment_id: str) -> 
 
 async def destroy_cvc(conn: AsyncConnection, payment_id: str) -> None:
     """Delete the CVC and its data key together: from then on it cannot be recovered."""
-    await conn.execute(vault_cvcs.delete().where(vault_cvcs.c.payment_id == payment_id))
+    await conn.execute(_DESTROY_CVC, {"match_payment": payment_id})
 
 
 async def destroy_expired_cvcs(conn: AsyncConnection) -> int:
