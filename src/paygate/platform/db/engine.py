@@ -41,7 +41,7 @@ class Database:
             ensure_sqlite_dir(url)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            kwargs.update(pool_size=pool_size, max_overflow=0)
         engine_url = sqlite_inline.inline_url(url) if self.is_sqlite else url
         self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
         self._writers: GroupCommit | None = None
