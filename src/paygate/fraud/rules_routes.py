@@ -85,7 +85,7 @@ async def list_rules(request: Request, m: Merchant, p: Pages) -> Response:
     openapi_extra=DRY_RUN_KEY,
 )
 async def dry_run_rule(body: DryRunIn, request: Request, m: Merchant) -> Response:
-    async with auth.runtime(request).db.read() as conn:
+    async with auth.runtime(request).db.read(stream=True) as conn:
         return json_response(await dry_run(conn, m.merchant_id, m.livemode, body))
 
 

@@ -45,11 +45,17 @@ class Database:
         engine_url = sqlite_inline.inline_url(url) if self.is_sqlite else url
         self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
         self._writers: GroupCommit | None = None
+        # PostgreSQL's reads run each statement on its own: READ COMMITTED gives each statement
+        # a snapshot of its own even inside a transaction, and a transaction would only add a
+        # BEGIN and a ROLLBACK, two round trips, to every read. The pool's connections go back
+        # to transactions when they return.
+        self._reader: AsyncEngine = self.engine
         if self.is_sqlite:
             _install_sqlite_pragmas(self.engine)
             self._writers = GroupCommit(self.engine, max_writers=group_commit_max)
         else:
             _check_on_checkout(self.engine)
+            self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -63,11 +69,12 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self, *, stream: bool = False) -> AsyncIterator[AsyncConnection]:
         """A read-only connection (a snapshot per statement on PostgreSQL, per transaction on
-        SQLite)."""
+        SQLite). `stream`: the block streams rows (`conn.stream`), which on PostgreSQL needs a
+        transaction to hold its cursor."""
         if not self.is_sqlite:
-            async with self.engine.connect() as conn:
+            async with (self.engine if stream else self._reader).connect() as conn:
                 yield conn
             return
         # SQLAlchemy's `async with` closes a connection in a task of its own, so that a

@@ -1,6 +1,7 @@
-"""PostgreSQL connections are checked as they leave the pool: one the server closed (a restart
-cuts them all) is replaced without an error reaching the caller, and only one idle for a while
-is pinged, where `pool_pre_ping` spent three round trips on every checkout."""
+"""PostgreSQL connections: checked as they leave the pool (one the server closed, as a restart
+cuts them all, is replaced without an error reaching the caller, and only one idle for a while
+is pinged, where `pool_pre_ping` spent three round trips on every checkout); reads without a
+transaction around them, and writes and streams with one."""
 
 from __future__ import annotations
 
@@ -91,5 +92,36 @@ async def test_only_a_connection_idle_a_while_is_pinged(
         watch.fail_next_ping = True  # a connection the network dropped without a word
         await _read(db)
         assert (watch.connects, watch.pings) == (2, 2)
+    finally:
+        await db.dispose()
+
+
+async def test_reads_run_outside_a_transaction_and_writes_inside_one(own_pg_database: str) -> None:
+    """In a transaction, `now()` is the time it began; outside one, each statement's own. A
+    read's connection, back in the pool, serves transactions again."""
+    db = Database(own_pg_database, pool_size=1)  # one connection serves both
+    now = sa.select(sa.func.now())
+
+    async def two_nows(conn: Any) -> tuple[Any, Any]:
+        first = await conn.scalar(now)
+        await asyncio.sleep(0.01)
+        return first, await conn.scalar(now)
+
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (n integer)"))
+        async with db.read() as conn:
+            first, second = await two_nows(conn)
+            assert second > first
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as conn:
+                first, second = await two_nows(conn)
+                assert second == first
+                await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+                raise RuntimeError("the write rolls back")
+        async with db.read(stream=True) as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == 0
+            result = await conn.stream(sa.text("SELECT generate_series(1, 300)"))
+            assert [n async for n in result.scalars()] == list(range(1, 301))
     finally:
         await db.dispose()
