@@ -138,6 +138,12 @@ def test_the_newest_full_run_is_read(tmp_path: Path) -> None:
     assert estimate.latest_results(tmp_path).name == "2026-02-01-scaleout.json"
     with pytest.raises(FileNotFoundError):
         estimate.latest_results(tmp_path / "none")
+    # Two runs of one day: the one that started later, whatever its name.
+    (tmp_path / "2026-05-01-scaleout.json").write_text('{"started": "2026-05-01T16:00:00+00:00"}')
+    (tmp_path / "2026-05-01-both-a.json").write_text('{"started": "2026-05-01T09:00:00+00:00"}')
+    assert estimate.latest_results(tmp_path).name == "2026-05-01-scaleout.json"
+    (tmp_path / "2026-05-01-both-b.json").write_text('{"started": "2026-05-01T18:30:00+00:00"}')
+    assert estimate.latest_results(tmp_path).name == "2026-05-01-both-b.json"
 
 
 def test_the_committed_results_plan_a_black_friday() -> None:
