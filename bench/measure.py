@@ -91,11 +91,11 @@ def _db(
 
     commits = per_s("commits")
     return {
-        # PostgreSQL counts its commits (pg_stat_database.xact_commit); SQLite does not, so
-        # outbox rows written per second stand in: nearly every write transaction of the
-        # gateway appends at least one event, so it is a proxy, not a count of commits.
+        # PostgreSQL gives each write transaction an id (`servers.Gateway.db_counters`); SQLite
+        # keeps no count, so outbox rows written per second stand in: nearly every write
+        # transaction of the gateway appends at least one event, so it is a proxy, not a count.
         "commits_per_s": commits,
-        "commits_source": "pg_stat_database.xact_commit" if commits is not None else None,
+        "commits_source": "write transactions (transaction ids)" if commits is not None else None,
         "outbox_rows_per_s": per_s("outbox_rows"),
         "payment_rows_per_s": per_s("payment_rows"),
         "succeeded_delta": _diff(db0, db1, "succeeded"),

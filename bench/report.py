@@ -152,7 +152,7 @@ def print_report(results: dict[str, Any]) -> None:
         if res["database"] == "sqlite":
             console.print(
                 "db writes/s on SQLite = outbox rows written per second (a proxy: SQLite keeps "
-                "no commit count); on PostgreSQL = pg_stat_database.xact_commit per second"
+                "no commit count); on PostgreSQL = write transactions per second (transaction ids)"
             )
         _processes(console, res)
         d = res["durability"]

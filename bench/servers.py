@@ -312,15 +312,16 @@ class Gateway:
         return self._sqlite(sql)
 
     def db_counters(self) -> dict[str, int | None]:
-        """Rows written so far (outbox events, payments) and, on PostgreSQL, commits."""
+        """Rows written so far (outbox events, payments) and, on PostgreSQL, write transactions:
+        the next transaction id, which only a transaction that writes is given (reading it gives
+        none). `pg_stat_database.xact_commit` would count every read as well, and the gateway's
+        reads run in autocommit, one transaction a statement."""
         outbox = self.query("SELECT COALESCE(MAX(position), 0) FROM outbox")[0][0]
         payments = self.query("SELECT COUNT(*) FROM payments")[0][0]
         succeeded = self.query("SELECT COUNT(*) FROM payments WHERE status = 'succeeded'")[0][0]
         commits = None
         if self.pg is not None:
-            commits = self.query(
-                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-            )[0][0]
+            commits = self.query("SELECT txid_snapshot_xmax(txid_current_snapshot())")[0][0]
         return {
             "outbox_rows": int(outbox),
             "payment_rows": int(payments),
