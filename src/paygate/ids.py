@@ -5,8 +5,8 @@ creation time. Lists page by id (keyset pagination) without a separate sort colu
 
 Within one process ids also sort in the order they were made: an id that would sort before
 the one made last (the same millisecond, or a clock that stepped back) is that one's body plus
-one. A payment's log is read in id order, and two of its entries are often
-written in the same millisecond.
+one. A payment's log is read in id order, and two of its entries are often written in the same
+millisecond.
 """
 
 from __future__ import annotations
