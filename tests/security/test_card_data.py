@@ -77,8 +77,10 @@ def forms(number: str) -> list[str]:
 
 
 # A CVC counts where it stands as a number of its own (in JSON, "7351" or 7351): inside a longer
-# run of letters and digits (an id, a timestamp) it is a coincidence.
+# run of letters and digits (an id, a timestamp) it is a coincidence, and so it is inside a UUID
+# (the requests' idempotency keys), whose groups of four hex digits stand between hyphens.
 CVC_TOKEN = re.compile(rf"(?<![0-9A-Za-z])(?:{'|'.join(c for _, c in ALL_CARDS)})(?![0-9A-Za-z])")
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def card_data_in(text: str) -> list[str]:
@@ -86,7 +88,16 @@ def card_data_in(text: str) -> list[str]:
     CVC that `text` holds."""
     flat = re.sub(r"[\s-]", "", text)
     found = [n for n, _ in ALL_CARDS if n in flat or any(f in text for f in forms(n))]
-    return found + CVC_TOKEN.findall(text)
+    return found + CVC_TOKEN.findall(UUID.sub("", text))
+
+
+def test_the_scan_finds_a_cvc_of_its_own_and_not_one_inside_an_id() -> None:
+    assert card_data_in('{"cvc": "2693"}') == ["2693"]
+    assert card_data_in("the cvc 2693, again") == ["2693"]
+    assert card_data_in("bc968586-2693-40fe-888a-a4e5b327d428") == []  # an idempotency key
+    assert card_data_in("pay_01M90QF2693KJT") == []
+    assert card_data_in("6011 0000 0000 0004") == [] and card_data_in(CARDS[0][0][:12]) == []
+    assert card_data_in("4242-4242-4242-4242") == ["4242424242424242"]
 
 
 @dataclass
