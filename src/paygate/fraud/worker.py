@@ -219,9 +219,10 @@ class FraudWorker:
         explain_from = min(settings.review_threshold, ELEVATED_FROM)
         start = time.perf_counter()
         try:
-            return await asyncio.wait_for(
-                self.scorer.score(txn, explain_from=explain_from), timeout_s
-            )
+            # A deadline on this task (`wait_for` would run the scoring in a task of its own, and
+            # each payment of a batch would wait a turn of the event loop for it).
+            async with asyncio.timeout(timeout_s):
+                return await self.scorer.score(txn, explain_from=explain_from)
         except TimeoutError:
             log.warning("fraud.timeout", payment_id=row["id"], timeout_ms=timeout_s * 1000)
         except Exception as exc:
