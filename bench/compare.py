@@ -66,14 +66,11 @@ def _group_commits(url: str) -> tuple[float, float] | None:
 
 
 def _pg_commits(gw: servers.Gateway) -> tuple[float, float] | None:
-    """(write transactions, WAL fsyncs) of the gateway's PostgreSQL so far. Transaction ids are
-    given only to transactions that write (and to this query, one each time), so their counter
-    counts writes, where `pg_stat_database.xact_commit` counts every read as well."""
+    """(write transactions, WAL fsyncs) of the gateway's PostgreSQL so far."""
     if gw.pg is None:
         return None
-    writes = gw.query("SELECT txid_current()")[0][0]
     syncs = gw.query("SELECT wal_sync FROM pg_stat_wal")[0][0]
-    return float(writes), float(syncs)
+    return float(gw.pg_writes()), float(syncs)
 
 
 def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> dict[str, Any]:
@@ -99,7 +96,7 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
                 figures["commits_per_s"] = round(commits / figures["seconds"], 1)
                 figures["writers_per_commit"] = round((shared1[1] - shared0[1]) / commits, 2)
             if pg0 and pg1:
-                commits, syncs = pg1[0] - pg0[0] - 1, pg1[1] - pg0[1]
+                commits, syncs = pg1[0] - pg0[0], pg1[1] - pg0[1]
                 figures["commits_per_s"] = round(commits / figures["seconds"], 1)
                 figures["commits_per_wal_sync"] = round(commits / syncs, 2) if syncs else None
             drain(gw.backlog, timeout=120)

@@ -311,17 +311,22 @@ class Gateway:
             return [tuple(r) for r in pg_query(self.pg.dsn, sql)]
         return self._sqlite(sql)
 
+    def pg_writes(self) -> int:
+        """PostgreSQL's write transactions so far: the next transaction id, which only a
+        transaction that writes is given (reading it gives none). `pg_stat_database.xact_commit`
+        would count every read as well, and the gateway's reads run in autocommit, one
+        transaction a statement."""
+        return int(self.query("SELECT txid_snapshot_xmax(txid_current_snapshot())")[0][0])
+
     def db_counters(self) -> dict[str, int | None]:
-        """Rows written so far (outbox events, payments) and, on PostgreSQL, write transactions:
-        the next transaction id, which only a transaction that writes is given (reading it gives
-        none). `pg_stat_database.xact_commit` would count every read as well, and the gateway's
-        reads run in autocommit, one transaction a statement."""
+        """Rows written so far (outbox events, payments) and, on PostgreSQL, write
+        transactions (`pg_writes`)."""
         outbox = self.query("SELECT COALESCE(MAX(position), 0) FROM outbox")[0][0]
         payments = self.query("SELECT COUNT(*) FROM payments")[0][0]
         succeeded = self.query("SELECT COUNT(*) FROM payments WHERE status = 'succeeded'")[0][0]
         commits = None
         if self.pg is not None:
-            commits = self.query("SELECT txid_snapshot_xmax(txid_current_snapshot())")[0][0]
+            commits = self.pg_writes()
         return {
             "outbox_rows": int(outbox),
             "payment_rows": int(payments),
