@@ -252,3 +252,29 @@ async def test_a_watcher_hears_published_objects_but_the_skipped_types(nats_url:
     finally:
         await publisher.close()
         await watcher.close()
+
+
+@pytest.mark.nats
+async def test_a_watch_hears_what_is_published_as_soon_as_it_returns(nats_url: str) -> None:
+    """Once `watch` returns, the server has its subscriptions: an event published at once is
+    heard. Twenty fresh watchers, each given one event the moment `watch` returns (about one in
+    five was lost when `watch` returned with its subscriptions still queued in the client, one in
+    twenty after a single flush)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    publisher = NatsBus(nats_url, prefix=prefix)
+    await publisher.connect()
+    try:
+        await publisher.start()
+        for round_ in range(20):
+            watcher = NatsBus(nats_url, prefix=prefix)
+            await watcher.connect()
+            try:
+                heard: list[str] = []
+                await watcher.watch(heard.append)
+                await publisher.publish([event("payment.succeeded")])
+                await eventually(lambda heard=heard: bool(heard), seconds=2.0)
+                assert heard == ["pay_x"], f"round {round_}"
+            finally:
+                await watcher.close()
+    finally:
+        await publisher.close()

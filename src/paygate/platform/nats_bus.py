@@ -166,6 +166,12 @@ class NatsBus:
 
         for domain in DOMAINS:
             await self._nc.subscribe(f"{self.prefix}.{domain}.>", cb=heard)
+        # "From now on" is from this return: a flush's PING/PONG round trip comes back once the
+        # server has the subscriptions. nats-py writes a flush's PING at once, ahead of commands
+        # still queued for its flusher task (the SUBs), so the first flush only lets the flusher
+        # write them; the second one's round trip follows them.
+        await self._nc.flush()
+        await self._nc.flush()
 
     # Consuming
 
