@@ -11,7 +11,7 @@ the median over the rounds of each figure, and the after/before ratio. `--before
 `--after-env` set PAYGATE_ settings of one side (compare a setting on one tree with
 `--before HEAD`). On SQLite it also reads, from /metrics, how many write transactions shared each
 commit (`paygate_db_group_commit_writers`); on PostgreSQL, its write transactions and WAL
-fsyncs (`txid_current()`, `pg_stat_wal`). docs/performance.md records what it printed.
+fsyncs (`Gateway.pg_writes`, `pg_stat_wal`). docs/performance.md records what it printed.
 """
 
 from __future__ import annotations
