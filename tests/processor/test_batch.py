@@ -6,9 +6,13 @@ and a batch delivered again (whole, or one by one after a failed batch) changes 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
+import pytest
+import sqlalchemy as sa
 
+from paygate.connectors import PaymentRequest
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
 from tests.processor.conftest import assessed, create, payment_of
@@ -52,3 +56,42 @@ async def test_a_batch_of_decisions_reaches_each_payments_own_outcome_once(
         assert (await events_of(runtime.db, pid)).count("payment.processing") == (1 if ops else 0)
     assert (await payment_of(client, auth, held))["status"] == "succeeded"
     assert [op for _, op, _, _ in await bank_ops(bank, held)] == ["authorize", "capture"]
+
+
+async def test_a_batch_reads_its_cards_and_cvcs_in_one_statement_each(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    processor: Processor,
+    bank: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bank calls of a batch's decisions take their card numbers and CVCs from two reads of
+    the vault, not two per payment, and each call carries its own payment's card and CVC."""
+    cards = [("4242424242424242", "123"), ("4000000000000002", "4567"), ("5555555555554444", "987")]
+    pids = [await create(client, auth, card={"number": n, "cvc": c}) for n, c in cards]
+    decisions = [await assessed(runtime, pid) for pid in pids]
+    sent: dict[str, tuple[str, str | None]] = {}
+    real_sale = processor.bank.sale
+
+    async def sale(request: PaymentRequest) -> Any:
+        sent[request.reference.split(":")[0]] = (request.card.number, request.card.cvc)
+        return await real_sale(request)
+
+    monkeypatch.setattr(processor.bank, "sale", sale)
+    vault_reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "vault_" in statement:
+            vault_reads.append(statement)
+
+    engine = runtime.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        await processor.on_events(decisions)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert len(vault_reads) == 2
+    assert sent == dict(zip(pids, cards, strict=True))
+    outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
+    assert outcomes == ["succeeded", "failed", "succeeded"]

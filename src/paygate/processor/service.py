@@ -115,9 +115,13 @@ class Processor:
         self.rt.changed(*driven, news=False)
         if rest:
             self.rt.changed(*rest)
+        requests = await self._card_requests(started) if started else {}
         await _all(
             [
-                *(self.drive(a["id"], fresh=True, attempt=a, payment=row) for a, row in started),
+                *(
+                    self.drive(a["id"], fresh=True, attempt=a, request=requests.get(a["id"]))
+                    for a, _ in started
+                ),
                 # A redelivery, or a decline: resume whatever attempt was left open.
                 *(self.drive_payment(pid) for pid in rest),
             ]
@@ -172,12 +176,12 @@ class Processor:
         *,
         fresh: bool,
         attempt: Row | None = None,
-        payment: Row | None = None,
+        request: object | None = None,
     ) -> None:
         """Call the bank for one attempt and apply its answer. An attempt that may already have
         reached the bank (`fresh` false) is looked up first and sent only if the bank never saw
-        it. A caller that has just written the attempt passes its row (`attempt`), and its
-        payment's (`payment`), which then are not read again before the call."""
+        it. A caller that has just written the attempt passes its row (`attempt`), and may pass
+        the bank request built for it (`request`), which then are not read again."""
         if attempt is None:
             async with self.rt.db.read() as conn:
                 attempt = await attempts.get(conn, attempt_id)
@@ -189,7 +193,8 @@ class Processor:
             if result.outcome is Outcome.NOT_FOUND:
                 result = None if await self._may_send(attempt) else result
         if result is None:
-            request = await self._request(attempt, payment)
+            if request is None:
+                request = await self._request(attempt)
             result = await _send(self.bank, attempt["operation"], request)
         crash_point("processor.after_bank_call")
         followups = await self.apply(attempt, result)
@@ -205,25 +210,34 @@ class Processor:
             row = await payments.get_by_id(conn, attempt["payment_id"])
         return row is not None and row["status"] == Status.PROCESSING
 
-    async def _request(self, attempt: Row, payment: Row | None) -> object:
+    async def _card_requests(
+        self, started: list[tuple[dict[str, Any], sa.RowMapping]]
+    ) -> dict[str, PaymentRequest]:
+        """The bank requests of attempts just opened (with their payments' rows as locked), by
+        attempt id: every card number and CVC of the batch read in one statement each. A card
+        not found is left out: that attempt's own `_request` then fails alone."""
+        async with self.rt.db.read() as conn:
+            numbers = await vault.reveal_method_cards(
+                conn, self.rt.keyring, {row["payment_method_id"] for _, row in started}
+            )
+            cvcs = await vault.read_cvcs(conn, self.rt.keyring, [row["id"] for _, row in started])
+        return {
+            attempt["id"]: _card_request(attempt, row, number, cvcs.get(row["id"]))
+            for attempt, row in started
+            if (number := numbers.get(row["payment_method_id"])) is not None
+        }
+
+    async def _request(self, attempt: Row) -> object:
         pid, op, ref = attempt["payment_id"], attempt["operation"], attempt["reference"]
         if op in CUSTOMER_INITIATED:
             async with self.rt.db.read() as conn:
-                row = payment
-                if row is None or row["id"] != pid:
-                    row = await payments.get_by_id(conn, pid)
+                row = await payments.get_by_id(conn, pid)
                 assert row is not None
                 number = await vault.reveal_method_card(
                     conn, self.rt.keyring, row["payment_method_id"]
                 )
                 cvc = await vault.read_cvc(conn, self.rt.keyring, pid)
-            card = row["payment_method"]["card"]
-            return PaymentRequest(
-                ref,
-                attempt["amount"],
-                attempt["currency"],
-                Card(number, card["exp_month"], card["exp_year"], cvc),
-            )
+            return _card_request(attempt, row, number, cvc)
         if op == "capture":
             return CaptureRequest(ref, attempts.reference(pid, "authorize"), attempt["amount"])
         if op == "void":
@@ -266,6 +280,16 @@ async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
     for outcome in await asyncio.gather(*work, return_exceptions=True):
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+def _card_request(attempt: Row, payment: Row, number: str, cvc: str | None) -> PaymentRequest:
+    card = payment["payment_method"]["card"]
+    return PaymentRequest(
+        attempt["reference"],
+        attempt["amount"],
+        attempt["currency"],
+        Card(number, card["exp_month"], card["exp_year"], cvc),
+    )
 
 
 async def _send(bank: BankConnector, operation: str, request: object) -> BankResult:
