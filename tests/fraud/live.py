@@ -4,6 +4,7 @@ and scorers that fail on purpose."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -58,7 +59,7 @@ async def stored_assessments(rt: Runtime, payment_id: str) -> list[dict[str, Any
 
 
 class FailingScorer:
-    async def score(self, txn: Txn, *, explain_from: int = 65) -> Scored:
+    async def score_many(self, txns: Sequence[Txn], *, explain_from: Sequence[int]) -> list[Scored]:
         raise RuntimeError("model store unreachable")
 
 
@@ -66,14 +67,14 @@ class SlowScorer:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    async def score(self, txn: Txn, *, explain_from: int = 65) -> Scored:
+    async def score_many(self, txns: Sequence[Txn], *, explain_from: Sequence[int]) -> list[Scored]:
         await asyncio.sleep(self.seconds)
-        return Scored(1, (), "slow")
+        return [Scored(1, (), "slow") for _ in txns]
 
 
 class FixedScorer:
     def __init__(self, score: int) -> None:
         self.value = score
 
-    async def score(self, txn: Txn, *, explain_from: int = 65) -> Scored:
-        return Scored(self.value, ("amount",), "fixed")
+    async def score_many(self, txns: Sequence[Txn], *, explain_from: Sequence[int]) -> list[Scored]:
+        return [Scored(self.value, ("amount",), "fixed") for _ in txns]

@@ -5,12 +5,15 @@ again adds no assessment and counts no payment twice. No pipeline runs, so payme
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
 from paygate.fraud.counters import MemoryCounterStore, bucket_keys
+from paygate.fraud.features import Txn
+from paygate.fraud.scoring import ModelScorer
 from paygate.fraud.worker import FraudWorker
 from paygate.platform.db.tables import outbox, payments
 from paygate.runtime import Runtime
@@ -109,3 +112,54 @@ async def test_a_batch_skips_payments_already_decided_and_unknown_ids(
     assert [len(decisions[i]) for i in ids] == [1, 0, 1]
     assert await stored_assessments(runtime, decided) == []
     assert await stored_assessments(runtime, "pay_none") == []
+
+
+class CountingStore(MemoryCounterStore):
+    """A memory store that counts its calls: what a round trip to Redis each would cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def get_many(self, keys: Sequence[str]) -> list[int]:
+        self.calls.append("get_many")
+        return await super().get_many(keys)
+
+    async def incr_many(self, updates: Sequence[tuple[str, int]], ttl_s: int) -> None:
+        self.calls.append("incr_many")
+        await super().incr_many(updates, ttl_s)
+
+    async def add_once(self, key: str, ttl_s: int) -> bool:
+        self.calls.append("add_once")
+        return await super().add_once(key, ttl_s)
+
+    async def add_once_many(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        self.calls.append("add_once_many")
+        return [await MemoryCounterStore.add_once(self, key, ttl_s) for key in keys]
+
+
+async def test_a_batch_is_counted_in_three_calls_of_the_store_per_kind_of_counter(
+    client: httpx.AsyncClient, runtime: Runtime, merchant: dict[str, Any], auth: dict[str, str]
+) -> None:
+    """The rules' velocities and the model's features of a whole batch: each one read, one
+    round of marks and one increment (over Redis, one round trip each), scored by the shipped
+    model as one payment after the other would be."""
+    batch = await _created(client, runtime, auth, 6)
+    store = CountingStore()
+    worker = FraudWorker(runtime, store=store)
+    await worker.on_events(batch)
+    assert sorted(store.calls) == sorted(["get_many", "add_once_many", "incr_many"] * 2)
+
+    alone_store = MemoryCounterStore()
+    for event in batch:
+        row = event["data"]["object"]
+        txn = Txn(
+            row["id"],
+            row["payment_method"]["card"]["fingerprint"],
+            merchant["id"],
+            float(row["created"]),
+            int(row["amount"]),
+        )
+        expected = await ModelScorer(alone_store).score(txn)
+        [stored] = await stored_assessments(runtime, row["id"])
+        assert stored["score"] == expected.score

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -118,3 +119,64 @@ def test_each_payment_counts_once_whatever_the_redeliveries(
     counts, sums = asyncio.run(run())
     assert counts == [len(payments)] * 3
     assert sums == [sum(payments.values()) * 100] * 3  # amounts in 1/10,000 of the unit
+
+
+PAYMENT = st.tuples(
+    st.integers(0, 2),  # card
+    st.integers(0, 1),  # terminal
+    st.sampled_from([0, 1, 5, 30, 24 * 3, 24 * 9, 24 * 10 + 3]),  # hours before the last
+    st.integers(1, 50_000),  # amount in minor units
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    payments=st.lists(PAYMENT, min_size=1, max_size=6),
+    arrivals=st.lists(st.integers(0, 5), min_size=1, max_size=14),
+    batch=st.integers(1, 8),
+)
+def test_a_batch_observed_at_once_is_observed_one_by_one(
+    request: pytest.FixtureRequest,
+    backend: str,
+    payments: list[tuple[int, int, int, int]],
+    arrivals: list[int],
+    batch: int,
+) -> None:
+    """`observe_many` of each batch of the arrivals (redeliveries among them, and a payment twice
+    in one batch) gives the rows, and leaves the counters, of `observe` one arrival at a time."""
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    last = float(HOUR + 40 * 86_400)
+
+    def txn(n: int) -> Txn:
+        card, terminal, hours_before, amount = payments[n % len(payments)]
+        at = last - hours_before * 3600 - n  # payment n's own second: a redelivery is the same
+        return Txn(f"pay_{n}", f"card_{card}", f"mer_{terminal}", at, amount)
+
+    def store() -> CounterStore:
+        return (
+            RedisCounterStore(url, prefix=f"b{uuid.uuid4().hex}:") if url else MemoryCounterStore()
+        )
+
+    async def run() -> None:
+        one, many = OnlineFeatures(store(), CONFIG), OnlineFeatures(store(), CONFIG)
+        alone = [await one.observe(txn(n)) for n in arrivals]
+        together = [
+            row
+            for start in range(0, len(arrivals), batch)
+            for row in await many.observe_many([txn(n) for n in arrivals[start : start + batch]])
+        ]
+        np.testing.assert_array_equal(np.array(alone), np.array(together))
+        keys = sorted(
+            {k for n in arrivals for keys in one._windows(txn(n)) for k in keys}
+            | {k for n in arrivals for k, _ in one._counts(txn(n))}
+        )
+        assert await one.store.get_many(keys) == await many.store.get_many(keys)
+        for online in (one, many):
+            await online.store.close()  # type: ignore[attr-defined]
+
+    asyncio.run(run())

@@ -3,6 +3,11 @@ amounts per currency, per merchant and mode."""
 
 from __future__ import annotations
 
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from paygate.fraud import velocity
 from paygate.fraud.attributes import PaymentFacts
 from paygate.fraud.counters import MemoryCounterStore
@@ -45,3 +50,45 @@ async def test_per_merchant_mode_and_entity() -> None:
     assert "payments_per_ip_daily" not in test  # no IP known: no IP velocity
     other = await velocity.observe(store, "d", "mer2", False, facts(T0 + 60))
     assert other["total_payments_per_card_daily"] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    payments=st.lists(
+        st.tuples(
+            st.sampled_from(["fp1", "fp2"]),
+            st.sampled_from([None, "ann@example.com"]),
+            st.sampled_from([0, 30, 600, 3_000, 80_000]),  # seconds before T0
+            st.sampled_from(["usd", "eur"]),
+            st.integers(1, 10_000),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    arrivals=st.lists(st.integers(0, 4), min_size=1, max_size=12),
+    batch=st.integers(1, 6),
+)
+def test_a_batch_observed_at_once_is_observed_one_by_one(
+    payments: list[tuple[str, str | None, int, str, int]], arrivals: list[int], batch: int
+) -> None:
+    """`observe_many` of each batch (redeliveries among them) gives what `observe` of one
+    arrival after the other gives, and leaves the same counts."""
+
+    def observed(n: int) -> velocity.Observed:
+        card, email, before, currency, amount = payments[n % len(payments)]
+        at = T0 - before - n * 60
+        made = PaymentFacts(amount, currency, at, card_fingerprint=card, email=email)
+        return (f"pay_{n}", "mer", False, made)
+
+    async def run() -> None:
+        one, many = MemoryCounterStore(), MemoryCounterStore()
+        alone = [await velocity.observe(one, *observed(n)) for n in arrivals]
+        together = []
+        for start in range(0, len(arrivals), batch):
+            chunk = [observed(n) for n in arrivals[start : start + batch]]
+            together += await velocity.observe_many(many, chunk)
+        assert alone == together
+        keys = sorted({k for n in arrivals for k, _ in velocity._counts(*observed(n)[1:])})
+        assert await one.get_many(keys) == await many.get_many(keys)
+
+    asyncio.run(run())

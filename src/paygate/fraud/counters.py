@@ -43,6 +43,10 @@ class CounterStore(Protocol):
         """Mark `key`; True only for the first caller while the mark lives."""
         ...
 
+    async def add_once_many(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        """`add_once` of each key, in order, in one call (a key twice: the second is False)."""
+        ...
+
 
 class MemoryCounterStore:
     """The in-memory `CounterStore`. `clock` gives the current time in seconds (a replay passes
@@ -84,6 +88,9 @@ class MemoryCounterStore:
         self._tick(now, 1)
         return True
 
+    async def add_once_many(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        return [await self.add_once(key, ttl_s) for key in keys]
+
     def _tick(self, now: float, writes: int) -> None:
         # Expired keys nobody writes again are dropped in passes, to bound memory.
         self._writes += writes
@@ -121,8 +128,9 @@ return #KEYS
 class RedisCounterStore:
     """The scale-out `CounterStore` on Redis (redis-py asyncio), shared by every fraud worker:
     MGET (in a script answering one joined string) for reads, a Lua script (INCRBY + EXPIRE per
-    key, atomic) for increments, and `SET NX EX` for the once-only mark, so that of any number
-    of concurrent deliveries of one payment exactly one wins the mark and counts it."""
+    key, atomic) for increments, and `SET NX EX` for the once-only mark (a batch's marks
+    pipelined), so that of any number of concurrent deliveries of one payment exactly one wins
+    the mark and counts it."""
 
     backend = "redis"
 
@@ -147,6 +155,14 @@ class RedisCounterStore:
 
     async def add_once(self, key: str, ttl_s: int) -> bool:
         return bool(await self._redis.set(self._prefix + key, 1, nx=True, ex=int(ttl_s)))
+
+    async def add_once_many(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        if not keys:
+            return []
+        pipe = self._redis.pipeline(transaction=False)  # one round trip; each SET NX stays atomic
+        for key in keys:
+            pipe.set(self._prefix + key, 1, nx=True, ex=int(ttl_s))
+        return [bool(won) for won in await pipe.execute()]
 
     async def close(self) -> None:
         await self._redis.aclose()

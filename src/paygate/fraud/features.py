@@ -165,53 +165,83 @@ class OnlineFeatures:
     async def observe(self, txn: Txn) -> np.ndarray:
         """The payment's feature vector from the counters as they were before it, then count it
         (once per payment id, however often it is redelivered)."""
+        row: np.ndarray = (await self.observe_many([txn]))[0]
+        return row
+
+    async def observe_many(self, txns: Sequence[Txn]) -> np.ndarray:
+        """`observe` of each payment in order (one row each), in three calls of the store for
+        all of them: one read, one round of marks, one increment. Each row is what `observe`
+        one payment after the other gives: the batch's earlier payments are added to what the
+        later ones read."""
+        cfg = self.config
+        plans = [self._windows(txn) for txn in txns]
+        unique = list(dict.fromkeys(k for plan in plans for keys in plan for k in keys))
+        values = dict(zip(unique, await self.store.get_many(unique), strict=True))
+        firsts = await self.store.add_once_many(
+            [f"{cfg.namespace}:seen:{txn.id}" for txn in txns],
+            cfg.redelivery_days * HOURS_PER_DAY * SECONDS_PER_HOUR,
+        )
+        rows: list[list[int]] = []
+        updates: dict[str, int] = {}
+        for txn, plan, first in zip(txns, plans, firsts, strict=True):
+            sums = [sum(values[k] for k in keys) for keys in plan]
+            if first:
+                for key, amount in self._counts(txn):
+                    updates[key] = updates.get(key, 0) + amount
+                    if key in values:  # a later payment of the batch reads it
+                        values[key] += amount
+            else:
+                # A redelivery: the payment is already in its own card windows (its hour is in
+                # each of them; never in the terminal's, which end before the delay). Take it
+                # out again.
+                for i in range(len(cfg.card_windows_days)):
+                    if sums[2 * i] > 0:
+                        sums[2 * i] -= 1
+                        sums[2 * i + 1] -= txn.amount_units
+            rows.append(sums)
+        if updates:
+            await self.store.incr_many(list(updates.items()), cfg.ttl_s)
+        if not txns:
+            return np.empty((0, len(self.feature_names)))
+        cols = [np.array(col) for col in zip(*rows, strict=True)]
+        n_w = len(cfg.card_windows_days)
+        matrix: np.ndarray = assemble(
+            cfg,
+            np.array([txn.time for txn in txns]),
+            np.array([txn.amount_units for txn in txns]),
+            card_n=cols[0 : 2 * n_w : 2],
+            card_sum=cols[1 : 2 * n_w : 2],
+            term_n=cols[2 * n_w :: 2],
+            term_fraud=cols[2 * n_w + 1 :: 2],
+        )
+        return matrix
+
+    def _windows(self, txn: Txn) -> list[list[str]]:
+        """The keys of each window a payment's features read: per card window its count and
+        amount, then per terminal window its count and frauds."""
         cfg = self.config
         card_n, card_s = self._series("card", txn.card, "n"), self._series("card", txn.card, "s")
-        term_n, term_f = (
-            self._series("term", txn.terminal, "n"),
-            self._series("term", txn.terminal, "f"),
-        )
-        plan: list[tuple[str, list[str]]] = []
+        term_n = self._series("term", txn.terminal, "n")
+        term_f = self._series("term", txn.terminal, "f")
+        plan: list[list[str]] = []
         for w in cfg.card_windows_days:
             first, last = cfg.card_window(txn.hour, w)
-            plan += [(card_n, window_keys(card_n, first, last))]
-            plan += [(card_s, window_keys(card_s, first, last))]
+            plan += [window_keys(card_n, first, last), window_keys(card_s, first, last)]
         for w in cfg.terminal_windows_days:
             first, last = cfg.terminal_window(txn.hour, w)
-            plan += [(term_n, window_keys(term_n, first, last))]
-            plan += [(term_f, window_keys(term_f, first, last))]
-        unique = list(dict.fromkeys(k for _, keys in plan for k in keys))
-        values = dict(zip(unique, await self.store.get_many(unique), strict=True))
-        sums = [sum(values[k] for k in keys) for _, keys in plan]
+            plan += [window_keys(term_n, first, last), window_keys(term_f, first, last)]
+        return plan
 
-        first_delivery = await self.store.add_once(
-            f"{cfg.namespace}:seen:{txn.id}", cfg.redelivery_days * HOURS_PER_DAY * SECONDS_PER_HOUR
-        )
-        if first_delivery:
-            updates = [(k, 1) for k in bucket_keys(card_n, txn.hour)]
-            updates += [(k, txn.amount_units) for k in bucket_keys(card_s, txn.hour)]
-            updates += [(k, 1) for k in bucket_keys(term_n, txn.hour)]
-            await self.store.incr_many(updates, cfg.ttl_s)
-        else:
-            # A redelivery: the payment is already in its own card windows (its hour is in each
-            # of them; never in the terminal's, which end before the delay). Take it out again.
-            for i in range(len(cfg.card_windows_days)):
-                if sums[2 * i] > 0:
-                    sums[2 * i] -= 1
-                    sums[2 * i + 1] -= txn.amount_units
-
-        n_w = len(cfg.card_windows_days)
-        one = [np.array([v]) for v in sums]
-        row: np.ndarray = assemble(
-            cfg,
-            np.array([txn.time]),
-            np.array([txn.amount_units]),
-            card_n=one[0 : 2 * n_w : 2],
-            card_sum=one[1 : 2 * n_w : 2],
-            term_n=one[2 * n_w :: 2],
-            term_fraud=one[2 * n_w + 1 :: 2],
-        )[0]
-        return row
+    def _counts(self, txn: Txn) -> list[tuple[str, int]]:
+        """What counting a payment adds: to its card's count and amount, and its terminal's
+        count, in the buckets of its hour."""
+        hour = txn.hour
+        counts = [(k, 1) for k in bucket_keys(self._series("card", txn.card, "n"), hour)]
+        counts += [
+            (k, txn.amount_units) for k in bucket_keys(self._series("card", txn.card, "s"), hour)
+        ]
+        counts += [(k, 1) for k in bucket_keys(self._series("term", txn.terminal, "n"), hour)]
+        return counts
 
     async def report_fraud(self, txn_id: str, terminal: str, time: float) -> bool:
         """Count a fraud label for the payment `txn_id` made at `time` at `terminal`. Returns

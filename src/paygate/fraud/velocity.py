@@ -10,6 +10,8 @@ keyed by its id, and a redelivery leaves itself out of what it reads."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from paygate.fraud.attributes import VELOCITY, PaymentFacts
 from paygate.fraud.counters import CounterStore, bucket_keys, window_keys
 
@@ -31,10 +33,47 @@ async def observe(
     store: CounterStore, payment_id: str, merchant_id: str, livemode: bool, facts: PaymentFacts
 ) -> dict[str, int]:
     """The payment's velocity values from the payments before it, then count it (once)."""
+    [out] = await observe_many(store, [(payment_id, merchant_id, livemode, facts)])
+    return out
+
+
+Observed = tuple[str, str, bool, PaymentFacts]  # payment id, merchant id, livemode, facts
+
+
+async def observe_many(store: CounterStore, payments: Sequence[Observed]) -> list[dict[str, int]]:
+    """`observe` of each payment in order, in one read, one round of marks and one increment
+    of the store: the batch's earlier payments are added to what the later ones read."""
+    plans = [_plan(*payment) for payment in payments]
+    unique = list(dict.fromkeys(k for plan in plans for _, _, keys in plan for k in keys))
+    values = dict(zip(unique, await store.get_many(unique), strict=True))
+    firsts = await store.add_once_many([f"{NAMESPACE}:seen:{p[0]}" for p in payments], TTL_S)
+    found: list[dict[str, int]] = []
+    updates: dict[str, int] = {}
+    for (_, merchant_id, livemode, facts), plan, first in zip(payments, plans, firsts, strict=True):
+        out = {name: sum(values[k] for k in keys) for name, _, keys in plan}
+        if first:
+            for key, amount in _counts(merchant_id, livemode, facts):
+                updates[key] = updates.get(key, 0) + amount
+                if key in values:  # a later payment of the batch reads it
+                    values[key] += amount
+        else:
+            # A redelivery: the payment is in its own windows (its minute ends each). Take it out.
+            for name, metric, _ in plan:
+                out[name] = max(0, out[name] - (1 if metric == "count" else facts.amount))
+        found.append(out)
+    if updates:
+        await store.incr_many(list(updates.items()), TTL_S)
+    return found
+
+
+def _plan(
+    payment_id: str, merchant_id: str, livemode: bool, facts: PaymentFacts
+) -> list[tuple[str, str, list[str]]]:
+    """(attribute, metric, keys of its window) of each velocity attribute the payment has."""
     minute = facts.created // 60
     currency = facts.currency.lower()
     entities = _entities(facts)
-    plan: list[tuple[str, str, list[str]]] = []  # (attribute, metric, keys)
+    plan: list[tuple[str, str, list[str]]] = []
     for name, v in VELOCITY.items():
         value = entities.get(v.entity)
         if value is None:
@@ -42,19 +81,16 @@ async def observe(
         metric = "n" if v.metric == "count" else f"s_{currency}"
         series = _series(merchant_id, livemode, v.entity, value, metric)
         plan.append((name, v.metric, window_keys(series, minute - v.window_s // 60 + 1, minute)))
-    unique = list(dict.fromkeys(k for _, _, keys in plan for k in keys))
-    values = dict(zip(unique, await store.get_many(unique), strict=True))
-    out = {name: sum(values[k] for k in keys) for name, _, keys in plan}
+    return plan
 
-    if await store.add_once(f"{NAMESPACE}:seen:{payment_id}", TTL_S):
-        updates: list[tuple[str, int]] = []
-        for entity, value in entities.items():
-            for metric, amount in (("n", 1), (f"s_{currency}", facts.amount)):
-                series = _series(merchant_id, livemode, entity, value, metric)
-                updates += [(k, amount) for k in bucket_keys(series, minute)]
-        await store.incr_many(updates, TTL_S)
-    else:
-        # A redelivery: the payment is in its own windows (its minute ends each). Take it out.
-        for name, metric, _ in plan:
-            out[name] = max(0, out[name] - (1 if metric == "count" else facts.amount))
-    return out
+
+def _counts(merchant_id: str, livemode: bool, facts: PaymentFacts) -> list[tuple[str, int]]:
+    """What counting a payment adds, in the buckets of its minute."""
+    minute = facts.created // 60
+    currency = facts.currency.lower()
+    counts: list[tuple[str, int]] = []
+    for entity, value in _entities(facts).items():
+        for metric, amount in (("n", 1), (f"s_{currency}", facts.amount)):
+            series = _series(merchant_id, livemode, entity, value, metric)
+            counts += [(k, amount) for k in bucket_keys(series, minute)]
+    return counts

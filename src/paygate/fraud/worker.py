@@ -96,8 +96,10 @@ class FraudWorker:
 
     async def screen(self, events: list[Event]) -> None:
         """Screen the payments of `payment.created` events: one read connection for their rows,
-        settings and rules, the model per payment in event order, then one write transaction
-        that appends every assessment and emits every decision."""
+        settings and rules; the counters of all of them (rules' velocities, then the model's
+        features) read and counted in event order in a few calls of the store; the model per
+        payment; then one write transaction that appends every assessment and emits every
+        decision."""
         ids = [event["data"]["object"]["id"] for event in events]
         async with self.rt.db.read() as conn:
             found = await payments.get_many(conn, ids)
@@ -112,8 +114,7 @@ class FraudWorker:
                     settings[row["merchant_id"]] = await policy.get(conn, row["merchant_id"])
             rules = await self.match_rules(conn, unscreened)
         decided: dict[str, Assessment] = {}
-        for row in unscreened:
-            scored = await self._score(row, settings[row["merchant_id"]])
+        for row, scored in zip(unscreened, await self._score(unscreened, settings), strict=True):
             fingerprint = row["payment_method"]["card"]["fingerprint"]
             decided[row["id"]] = decide(
                 scored,
@@ -188,51 +189,66 @@ class FraudWorker:
         facts_by_id = {row["id"]: facts_of(row) for row in found}
         verdicts: dict[str, RuleVerdict | None] = {}
         rule_sets: dict[tuple[str, bool], tuple[CompiledRule, ...]] = {}
-        for row in rows:
-            facts = facts_by_id.get(row["id"])
-            if facts is None:
-                continue
-            try:
-                counted = await velocity.observe(
-                    self.store, row["id"], row["merchant_id"], row["livemode"], facts
-                )
-            except Exception as exc:  # rules still run; a velocity they test reads as unknown
+        known = [row for row in rows if row["id"] in facts_by_id]
+        try:
+            velocities = await velocity.observe_many(
+                self.store,
+                [(r["id"], r["merchant_id"], r["livemode"], facts_by_id[r["id"]]) for r in known],
+            )
+        except Exception as exc:  # rules still run; a velocity they test reads as unknown
+            for row in known:
                 log.error("fraud.velocity_failed", payment_id=row["id"], error=str(exc)[:300])
-                counted = {}
+            velocities = [{} for _ in known]
+        for row, counted in zip(known, velocities, strict=True):
+            facts = facts_by_id[row["id"]]
             owner = (row["merchant_id"], row["livemode"])
             if owner not in rule_sets:  # each merchant's rules read once per batch
                 rule_sets[owner] = await compiled_rules(conn, *owner)
             verdicts[row["id"]] = first_match(rule_sets[owner], attributes_of(facts, counted))
         return verdicts
 
-    async def _score(self, row: sa.RowMapping, settings: Policy) -> Scored | None:
-        """The model's view, or None when it raised or overran the timeout."""
-        txn = Txn(
-            id=row["id"],
-            card=row["payment_method"]["card"]["fingerprint"],
-            terminal=row["merchant_id"],
-            time=float(row["created"]),
-            amount_minor=int(row["amount"]),
-            exponent=exponent(row["currency"]) or 0,
-        )
+    async def _score(
+        self, rows: list[sa.RowMapping], settings: dict[str, Policy]
+    ) -> list[Scored | None]:
+        """The model's view of each payment, scored together (`Scorer.score_many`: one read of
+        the counters for all), or None for every one of them when scoring raised or the batch
+        overran the timeout."""
+        if not rows:
+            return []
+        txns = [
+            Txn(
+                id=row["id"],
+                card=row["payment_method"]["card"]["fingerprint"],
+                terminal=row["merchant_id"],
+                time=float(row["created"]),
+                amount_minor=int(row["amount"]),
+                exponent=exponent(row["currency"]) or 0,
+            )
+            for row in rows
+        ]
+        explain_from = [
+            min(settings[row["merchant_id"]].review_threshold, ELEVATED_FROM) for row in rows
+        ]
         timeout_s = self.rt.settings.fraud_timeout_ms / 1000.0
-        explain_from = min(settings.review_threshold, ELEVATED_FROM)
         start = time.perf_counter()
         try:
-            # A deadline on this task (`wait_for` would run the scoring in a task of its own, and
-            # each payment of a batch would wait a turn of the event loop for it).
+            # A deadline on this task (`wait_for` would run the scoring in a task of its own, a
+            # turn of the event loop).
             async with asyncio.timeout(timeout_s):
-                return await self.scorer.score(txn, explain_from=explain_from)
+                found = await self.scorer.score_many(txns, explain_from=explain_from)
+            return list(found)
         except TimeoutError:
-            log.warning("fraud.timeout", payment_id=row["id"], timeout_ms=timeout_s * 1000)
+            for row in rows:
+                log.warning("fraud.timeout", payment_id=row["id"], timeout_ms=timeout_s * 1000)
         except Exception as exc:
-            log.error(
-                "fraud.scoring_failed",
-                payment_id=row["id"],
-                error=f"{type(exc).__name__}: {exc}"[:300],
-                elapsed_ms=round((time.perf_counter() - start) * 1000, 3),
-            )
-        return None
+            for row in rows:
+                log.error(
+                    "fraud.scoring_failed",
+                    payment_id=row["id"],
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    elapsed_ms=round((time.perf_counter() - start) * 1000, 3),
+                )
+        return [None] * len(rows)
 
     async def on_reported(self, report: dict[str, Any]) -> None:
         """Count a reported fraud in the merchant's fraud share (once per payment; the share
