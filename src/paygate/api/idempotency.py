@@ -161,12 +161,10 @@ async def execute(
             if found is not None:
                 await conn.execute(_FORGET, match)
 
-            savepoint = await conn.begin_nested()
             try:
-                status, body = await work(conn)
-                await savepoint.commit()
+                async with rt.db.savepoint(conn):
+                    status, body = await work(conn)
             except (PaygateError, TransitionRefused) as exc:
-                await savepoint.rollback()
                 status, body = error_reply(exc)
             payload = encode(body)
             now = now_s()

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from paygate.platform.db import sqlite_inline
+from paygate.platform.db import group_commit, sqlite_inline
 from paygate.platform.db.group_commit import GroupCommit
 
 
@@ -67,6 +67,17 @@ class Database:
             return
         async with self._writers.transaction() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def savepoint(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        """A savepoint in a write transaction's block (`conn`, from `transaction()`): when the
+        inner block raises, its statements roll back alone and the error goes on."""
+        if self._writers is None:
+            async with conn.begin_nested():
+                yield
+            return
+        async with group_commit.savepoint(conn):
+            yield
 
     @asynccontextmanager
     async def read(self, *, stream: bool = False) -> AsyncIterator[AsyncConnection]:
