@@ -72,14 +72,14 @@ def test_the_backend_follows_the_redis_setting() -> None:
 
 CONFIG = FeatureConfig()
 HOUR = 1_700_000_000 // 3600 * 3600
+# The properties below run each example on a store of its own, inside one test's fixtures.
+PROPERTY = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@PROPERTY
 @given(
     deliveries=st.lists(st.tuples(st.integers(0, 5), st.integers(1, 4)), min_size=1, max_size=12),
     order=st.randoms(use_true_random=False),
@@ -130,11 +130,7 @@ PAYMENT = st.tuples(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@PROPERTY
 @given(
     payments=st.lists(PAYMENT, min_size=1, max_size=6),
     arrivals=st.lists(st.integers(0, 5), min_size=1, max_size=14),
