@@ -11,7 +11,8 @@ the median over the rounds of each figure, and the after/before ratio. `--before
 `--after-env` set PAYGATE_ settings of one side (compare a setting on one tree with
 `--before HEAD`). On SQLite it also reads, from /metrics, how many write transactions shared each
 commit (`paygate_db_group_commit_writers`); on PostgreSQL, its write transactions and WAL
-fsyncs (`Gateway.pg_writes`, `pg_stat_wal`). docs/performance.md records what it printed.
+fsyncs (`Gateway.pg_writes`, `pg_stat_wal`); scale-out, the commands its Redis served per
+operation (counted after the backlog drained). docs/performance.md records what it printed.
 """
 
 from __future__ import annotations
@@ -73,6 +74,20 @@ def _pg_commits(gw: servers.Gateway) -> tuple[float, float] | None:
     return float(gw.pg_writes()), float(syncs)
 
 
+def _redis_commands(gw: servers.Gateway) -> float | None:
+    """Commands the gateway's Redis has served so far (`INFO commandstats`, less its INFOs)."""
+    if gw.redis is None:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(gw.redis.url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return float(sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info"))
+
+
 def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> dict[str, Any]:
     """A fresh gateway of one side, every scenario once."""
     folder = Path(tempfile.mkdtemp(prefix=f"paygate-compare-{side}-"))
@@ -88,7 +103,7 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
         out: dict[str, Any] = {}
         for name in a.scenarios.split(","):
             job = loadgen.Job(name, gw.url, key, a.seconds, a.clients // a.processes)
-            shared0, pg0 = _group_commits(gw.url), _pg_commits(gw)
+            shared0, pg0, redis0 = _group_commits(gw.url), _pg_commits(gw), _redis_commands(gw)
             figures, _ = measure(job, a.processes, gw.sample)
             shared1, pg1 = _group_commits(gw.url), _pg_commits(gw)
             if shared0 and shared1 and shared1[0] > shared0[0]:
@@ -100,6 +115,9 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
                 figures["commits_per_s"] = round(commits / figures["seconds"], 1)
                 figures["commits_per_wal_sync"] = round(commits / syncs, 2) if syncs else None
             drain(gw.backlog, timeout=120)
+            redis1 = _redis_commands(gw)  # after the drain: the pipeline's work of every payment
+            if redis0 is not None and redis1 is not None and figures["ops"]:
+                figures["redis_per_op"] = round((redis1 - redis0) / int(figures["ops"]), 2)
             out[name] = figures
         gw.server.stop()
         return out
@@ -136,6 +154,7 @@ FIGURES = (
     ("commits/s", lambda f: f.get("commits_per_s")),
     ("writers/commit", lambda f: f.get("writers_per_commit")),
     ("commits/WAL fsync", lambda f: f.get("commits_per_wal_sync")),
+    ("Redis commands/op", lambda f: f.get("redis_per_op")),
 )
 
 
