@@ -265,10 +265,13 @@ def latest_results(folder: Path) -> Path:
     """The newest results file of a run with the scale-out mode (smoke runs left out): by the
     date its name begins with, then, for runs of the same day, by when the run started."""
     found = sorted(
-        (p for p in folder.glob("*.json") if "-smoke" not in p.name),
+        (
+            p
+            for p in folder.glob("*.json")
+            if "-smoke" not in p.name and ("scaleout" in p.name or "both" in p.name)
+        ),
         key=lambda p: (p.name[:10], _started(p), p.name),
     )
-    found = [p for p in found if "scaleout" in p.name or "both" in p.name]
     if not found:
         raise FileNotFoundError(f"no scale-out results in {folder}: run make bench")
     return found[-1]

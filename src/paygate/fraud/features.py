@@ -174,6 +174,8 @@ class OnlineFeatures:
         one payment after the other gives: the batch's earlier payments are added to what the
         later ones read."""
         cfg = self.config
+        if not txns:
+            return np.empty((0, len(self.feature_names)))
         plans = [self._windows(txn) for txn in txns]
         unique = list(dict.fromkeys(k for plan in plans for keys in plan for k in keys))
         values = dict(zip(unique, await self.store.get_many(unique), strict=True))
@@ -201,8 +203,6 @@ class OnlineFeatures:
             rows.append(sums)
         if updates:
             await self.store.incr_many(list(updates.items()), cfg.ttl_s)
-        if not txns:
-            return np.empty((0, len(self.feature_names)))
         cols = [np.array(col) for col in zip(*rows, strict=True)]
         n_w = len(cfg.card_windows_days)
         matrix: np.ndarray = assemble(

@@ -93,8 +93,7 @@ class GroupCommit:
             self._waiting -= 1
         try:
             batch = self._batch or await self._open()
-            batch.driver.execute(f"SAVEPOINT {SAVEPOINT}")
-            batch.sync.dispatch.savepoint(batch.sync, SAVEPOINT)
+            _open_savepoint(batch.driver, batch.sync, SAVEPOINT)
         except BaseException:
             self._lock.release()
             raise
@@ -130,12 +129,7 @@ class GroupCommit:
     async def _hand_on(self, batch: _Batch, failed: bool) -> None:
         try:
             try:
-                if failed:
-                    batch.driver.execute(f"ROLLBACK TO {SAVEPOINT}")
-                    batch.sync.dispatch.rollback_savepoint(batch.sync, SAVEPOINT, None)
-                else:
-                    batch.sync.dispatch.release_savepoint(batch.sync, SAVEPOINT, None)
-                batch.driver.execute(f"RELEASE {SAVEPOINT}")
+                _close_savepoint(batch.driver, batch.sync, SAVEPOINT, failed=failed)
             except BaseException as exc:  # the connection is in doubt: give up the whole batch
                 await self._abort(batch, exc)
                 return
@@ -185,17 +179,29 @@ async def savepoint(conn: AsyncConnection) -> AsyncIterator[None]:
     assert sync is not None  # a writer's connection, begun
     driver = sync.connection.dbapi_connection
     assert driver is not None
-    driver.execute(f"SAVEPOINT {UNIT}")
-    sync.dispatch.savepoint(sync, UNIT)
+    _open_savepoint(driver, sync, UNIT)
     try:
         yield
     except BaseException:
-        driver.execute(f"ROLLBACK TO {UNIT}")
-        sync.dispatch.rollback_savepoint(sync, UNIT, None)
-        driver.execute(f"RELEASE {UNIT}")
+        _close_savepoint(driver, sync, UNIT, failed=True)
         raise
-    sync.dispatch.release_savepoint(sync, UNIT, None)
-    driver.execute(f"RELEASE {UNIT}")
+    _close_savepoint(driver, sync, UNIT, failed=False)
+
+
+def _open_savepoint(driver: Any, sync: Connection, name: str) -> None:
+    driver.execute(f"SAVEPOINT {name}")
+    sync.dispatch.savepoint(sync, name)
+
+
+def _close_savepoint(driver: Any, sync: Connection, name: str, *, failed: bool) -> None:
+    """Roll back to the savepoint (`failed`) or keep its work, then release it; SQLAlchemy's
+    listeners hear which."""
+    if failed:
+        driver.execute(f"ROLLBACK TO {name}")
+        sync.dispatch.rollback_savepoint(sync, name, None)
+    else:
+        sync.dispatch.release_savepoint(sync, name, None)
+    driver.execute(f"RELEASE {name}")
 
 
 def _loop() -> asyncio.AbstractEventLoop:
