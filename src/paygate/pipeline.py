@@ -122,6 +122,7 @@ class Pipeline:
         if self.notifications is not None:
             await self.notifications.stop()
         await self.bus.close()
+        await self.processor.wait_idle()
         if self.fraud is not None:
             await self.fraud.close()
         close = getattr(self.bank, "aclose", None)

@@ -1,11 +1,14 @@
 """The processor applying a batch of events (`Processor.on_events`): the screening decisions of
-several payments in one transaction, their bank calls side by side, and every other event beside
-them. Each payment reaches the outcome it reaches alone, the bank applies each operation once,
-and a batch delivered again (whole, or one by one after a failed batch) changes nothing."""
+several payments in one transaction, their bank calls side by side, the answers that come back
+together applied in one transaction, and every other event beside them. Each payment reaches the
+outcome it reaches alone, the bank applies each operation once, and a batch delivered again
+(whole, or one by one after a failed batch) changes nothing."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -13,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from paygate.connectors import PaymentRequest
+from paygate.processor import answers
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
 from tests.processor.conftest import assessed, create, payment_of
-from tests.processor.records import bank_ops, event_payload, events_of, set_faults
+from tests.processor.records import attempt_states, bank_ops, event_payload, events_of, set_faults
 
 CASES = [
     # (card, capture, status, bank operations)
@@ -95,3 +99,100 @@ async def test_a_batch_reads_its_cards_and_cvcs_in_one_statement_each(
     assert sent == dict(zip(pids, cards, strict=True))
     outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
     assert outcomes == ["succeeded", "failed", "succeeded"]
+
+
+def answers_together(processor: Processor, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """Hold the bank's answers to sales until `count` have come back, then let them all go on
+    at once: they reach the processor while none of them has been applied."""
+    real_sale = processor.bank.sale
+    arrived: list[str] = []
+    all_back = asyncio.Event()
+
+    async def sale(request: PaymentRequest) -> Any:
+        result = await real_sale(request)
+        arrived.append(request.reference)
+        if len(arrived) == count:
+            all_back.set()
+        await all_back.wait()
+        return result
+
+    monkeypatch.setattr(processor.bank, "sale", sale)
+
+
+def count_transactions(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    opened: list[int] = []
+    real = runtime.db.transaction
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        opened.append(1)
+        async with real() as conn:
+            yield conn
+
+    monkeypatch.setattr(runtime.db, "transaction", transaction)
+    return opened
+
+
+async def test_answers_that_come_back_together_are_applied_in_one_transaction(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    processor: Processor,
+    bank: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cards = ["4242424242424242", "4000000000000002", "5555555555554444", "4242424242424242"]
+    pids = [await create(client, auth, card={"number": n}) for n in cards]
+    decisions = [await assessed(runtime, pid) for pid in pids]
+    answers_together(processor, monkeypatch, len(pids))
+    opened = count_transactions(runtime, monkeypatch)
+
+    await processor.on_events(decisions)
+
+    assert len(opened) == 2  # the decisions, then every answer (one transaction each before)
+    outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
+    assert outcomes == ["succeeded", "failed", "succeeded", "succeeded"]
+    for pid, status in zip(pids, outcomes, strict=True):
+        assert await bank_ops(bank, pid) == [
+            ("sale", "sale", "approved" if status == "succeeded" else "declined", 1999)
+        ]
+        assert (await events_of(runtime.db, pid))[-1] == f"payment.{status}"
+    # Delivered again, the batch changes nothing.
+    await processor.on_events(decisions)
+    assert [(await payment_of(client, auth, pid))["status"] for pid in pids] == outcomes
+    assert [len(await bank_ops(bank, pid)) for pid in pids] == [1, 1, 1, 1]
+
+
+async def test_an_answer_that_cannot_be_applied_fails_alone(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    processor: Processor,
+    bank: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch's transaction fails on one answer: the others are applied each in its own,
+    and the one that failed is applied when its event comes again, through a bank lookup,
+    with no second sale."""
+    pids = [await create(client, auth) for _ in range(3)]
+    decisions = [await assessed(runtime, pid) for pid in pids]
+    bad = pids[1]
+    answers_together(processor, monkeypatch, len(pids))
+    real_apply_final = answers.apply_final
+
+    async def apply_final(settings: Any, conn: Any, attempt: Any, row: Any, result: Any) -> Any:
+        if row["id"] == bad:
+            raise RuntimeError("cannot apply")
+        return await real_apply_final(settings, conn, attempt, row, result)
+
+    monkeypatch.setattr(answers, "apply_final", apply_final)
+    with pytest.raises(RuntimeError, match="cannot apply"):
+        await processor.on_events(decisions)
+    statuses = {pid: (await payment_of(client, auth, pid))["status"] for pid in pids}
+    assert statuses == {pids[0]: "succeeded", bad: "processing", pids[2]: "succeeded"}
+    assert list((await attempt_states(runtime.db, bad)).values()) == ["pending"]
+
+    monkeypatch.setattr(answers, "apply_final", real_apply_final)
+    await processor.on_events([decisions[1]])
+    assert (await payment_of(client, auth, bad))["status"] == "succeeded"
+    assert [op for _, op, _, _ in await bank_ops(bank, bad)] == ["sale"]

@@ -89,6 +89,9 @@ async def ensure(
 
 
 _GET = sa.select(bank_attempts).where(bank_attempts.c.id == sa.bindparam("match_id"))
+_MANY = sa.select(bank_attempts).where(
+    bank_attempts.c.id.in_(sa.bindparam("match_ids", expanding=True))
+)
 _OPEN_FOR_PAYMENT = (
     sa.select(bank_attempts)
     .where(
@@ -101,6 +104,14 @@ _OPEN_FOR_PAYMENT = (
 
 async def get(conn: AsyncConnection, attempt_id: str) -> sa.RowMapping | None:
     return (await conn.execute(_GET, {"match_id": attempt_id})).mappings().one_or_none()
+
+
+async def get_many(conn: AsyncConnection, attempt_ids: list[str]) -> dict[str, sa.RowMapping]:
+    """Attempts by id, keyed by id (missing ids are absent)."""
+    if not attempt_ids:
+        return {}
+    rows = await conn.execute(_MANY, {"match_ids": list(attempt_ids)})
+    return {row["id"]: row for row in rows.mappings()}
 
 
 async def by_reference(conn: AsyncConnection, ref: str) -> sa.RowMapping | None:

@@ -35,13 +35,17 @@ from paygate.payments.models import Status
 from paygate.payments.service import state_of, transition
 from paygate.platform import metrics
 from paygate.platform.bus import Bus, Event
+from paygate.platform.coalesce import Coalescer, Submission
 from paygate.platform.faults import crash_point
+from paygate.platform.logging import log
+from paygate.platform.tasks import reraise_if_cancelling
 from paygate.processor import answers
 from paygate.processor.answers import CUSTOMER_INITIATED
 from paygate.runtime import Runtime
 from paygate.vault import repository as vault
 
 Row = Mapping[Any, Any]  # a row as read (RowMapping) or as just written (dict)
+Answer = Submission[tuple[Row, BankResult], list[str]]  # the bank's answer to an attempt sent
 
 
 class Processor:
@@ -50,6 +54,9 @@ class Processor:
         # Timed and counted per operation and outcome (paygate.connectors.metered).
         self.bank: BankConnector = MeteredConnector(bank)
         self.settings = rt.settings
+        self._answers: Coalescer[tuple[Row, BankResult], list[str]] = Coalescer(
+            self._apply_batch, key=lambda answer: answer[0]["payment_id"]
+        )
 
     def register(self, bus: Bus) -> None:
         bus.subscribe(
@@ -256,23 +263,80 @@ class Processor:
     async def apply(self, sent: Row, result: BankResult) -> list[str]:
         """Commit what the bank's answer means for the attempt `sent` (its row as read before
         the call); returns follow-up attempts to drive (voids of late authorizations,
-        reversals)."""
-        followups: list[str] = []
+        reversals). Answers that come back while others are being applied wait, and are
+        applied together in one transaction (`_apply_batch`)."""
+        return await self._answers.submit((sent, result))
+
+    async def wait_idle(self) -> None:
+        """Return once every answer handed to `apply` so far has been applied."""
+        await self._answers.wait_idle()
+
+    async def _apply_batch(self, batch: list[Answer]) -> list[list[str] | BaseException]:
+        """Apply a batch of answers in one transaction. If it fails, each is applied again in
+        a transaction of its own, so that one bad answer fails alone."""
+        if len(batch) > 1:
+            try:
+                return list(await self._apply_together(batch))
+            except Exception as exc:
+                reraise_if_cancelling(exc)
+                log.warning(
+                    "processor.batch_apply_failed",
+                    size=len(batch),
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+        alone = [item.within(self._apply_alone(*item.value)) for item in batch]
+        return list(await asyncio.gather(*alone, return_exceptions=True))
+
+    async def _apply_together(self, batch: list[Answer]) -> list[list[str]]:
+        sent = [item.value[0] for item in batch]
+        async with self.rt.db.transaction() as conn:
+            # The payments are locked in id order, as by every locker of several payments.
+            rows = await payments.get_many(conn, [a["payment_id"] for a in sent], for_update=True)
+            found = await attempts.get_many(conn, [a["id"] for a in sent])
+            outcomes = [
+                await item.within(
+                    self._answer(conn, rows.get(a["payment_id"]), found.get(a["id"]), item.value[1])
+                )
+                for item, a in zip(batch, sent, strict=True)
+            ]
+        for attempt, outcome in zip(sent, outcomes, strict=True):
+            if outcome is not None:
+                self._changed(attempt)
+        return [outcome or [] for outcome in outcomes]
+
+    async def _apply_alone(self, sent: Row, result: BankResult) -> list[str]:
         async with self.rt.db.transaction() as conn:
             row = await payments.get_by_id(conn, sent["payment_id"], for_update=True)
             attempt = await attempts.get(conn, sent["id"])  # read under the payment's lock
-            if row is None or attempt is None or attempt["status"] not in attempts.OPEN:
-                return []
-            if result.outcome.final or answers.already_done(attempt, result):
-                followups = await answers.apply_final(self.settings, conn, attempt, row, result)
-            elif result.outcome is Outcome.NOT_FOUND and row["status"] != Status.PROCESSING:
-                await answers.close_unapplied(conn, attempt, row)
-            else:
-                await answers.apply_open(self.settings, conn, attempt, row, result)
+            followups = await self._answer(conn, row, attempt, result)
+        if followups is None:
+            return []
+        self._changed(sent)
+        return followups
+
+    async def _answer(
+        self,
+        conn: AsyncConnection,
+        row: sa.RowMapping | None,
+        attempt: sa.RowMapping | None,
+        result: BankResult,
+    ) -> list[str] | None:
+        """Apply one answer to its attempt, read under its payment's lock (`row`); the
+        follow-ups, or None when the attempt was no longer open."""
+        if row is None or attempt is None or attempt["status"] not in attempts.OPEN:
+            return None
+        if result.outcome.final or answers.already_done(attempt, result):
+            return await answers.apply_final(self.settings, conn, attempt, row, result)
+        if result.outcome is Outcome.NOT_FOUND and row["status"] != Status.PROCESSING:
+            await answers.close_unapplied(conn, attempt, row)
+        else:
+            await answers.apply_open(self.settings, conn, attempt, row, result)
+        return []
+
+    def _changed(self, attempt: Row) -> None:
         self.rt.changed(attempt["payment_id"])
         if attempt["refund_id"]:
             self.rt.changed(attempt["refund_id"])
-        return followups
 
 
 async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
