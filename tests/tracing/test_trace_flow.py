@@ -4,15 +4,19 @@ in-process bus and over NATS JetStream alike."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from paygate.connectors import PaymentRequest
 from paygate.pipeline import Pipeline
 from tests.notifications.support import Receiver, eventually
 from tests.support import idem, payment_body
@@ -118,3 +122,66 @@ async def test_one_trace_spans_the_whole_payment(
             assert s.context.trace_id == trace_id, s.name
     # The gateway's trace ids stay inside it: the merchant's endpoint gets no traceparent.
     assert all("traceparent" not in {k.lower() for k in x.headers} for x in receiver.at("/hooks"))
+
+
+async def test_answers_applied_together_stay_in_their_own_payments_traces(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    pipeline: Pipeline,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bank's answers to three payments are held until all are back, so the processor
+    applies them in one transaction (and screens and decides them in batches): each payment's
+    outcome event is still published in its own payment's trace, as the child of its own
+    processor span."""
+    count = 3
+    real_sale = pipeline.processor.bank.sale
+    back: list[str] = []
+    all_back = asyncio.Event()
+
+    async def sale(request: PaymentRequest) -> Any:
+        result = await real_sale(request)
+        back.append(request.reference)
+        if len(back) == count:
+            all_back.set()
+        # Over NATS the processor takes the next decisions only once a fetched batch is done,
+        # so the answers cannot always wait for each other: after a while, they go on alone.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_back.wait(), 2.0)
+        return result
+
+    monkeypatch.setattr(pipeline.processor.bank, "sale", sale)
+    replies = await asyncio.gather(
+        *(
+            client.post("/v1/payments", json=payment_body(), headers={**auth, **idem(), **WAIT})
+            for _ in range(count)
+        )
+    )
+    assert [r.json()["status"] for r in replies] == ["succeeded"] * count
+    pids = [r.json()["id"] for r in replies]
+
+    def in_trace_of(pid: str) -> list[ReadableSpan]:
+        """The finished spans in the trace of the payment's processor span, which ends after
+        its delivery's handler, just after the answer was told."""
+        finished = spans.get_finished_spans()
+        processor = named(
+            finished, "processor process payment.fraud_assessed", **{"paygate.payment_id": pid}
+        )
+        if not processor:
+            return []
+        return [s for s in finished if s.context.trace_id == processor[0].context.trace_id]
+
+    # The outcome event is published by the relay after the processor's commit.
+    await eventually(
+        lambda: all(named(in_trace_of(pid), "publish payment.succeeded") for pid in pids)
+    )
+    for pid in pids:
+        in_trace = in_trace_of(pid)
+        processor = one(in_trace, "processor process payment.fraud_assessed")
+        succeeded = one(in_trace, "publish payment.succeeded")
+        assert parent_of(succeeded) == processor.context.span_id
+        # The trace is the payment's whole one, from its API request through screening.
+        one(in_trace, "POST /v1/payments")
+        fraud = one(in_trace, "fraud process payment.created")
+        assert parent_of(one(in_trace, "publish payment.fraud_assessed")) == fraud.context.span_id

@@ -35,7 +35,7 @@ from paygate.fraud.screening import (
 )
 from paygate.money import exponent
 from paygate.payments import repository as payments
-from paygate.platform import outbox
+from paygate.platform import outbox, tracing
 from paygate.platform.bus import Bus, Event
 from paygate.platform.db.tables import payments as payments_table
 from paygate.platform.logging import log
@@ -152,13 +152,14 @@ class FraudWorker:
                     "source": assessment.source,
                     "model_version": assessment.model_version,
                 }
-                await outbox.emit(
-                    conn,
-                    type="payment.fraud_assessed",
-                    obj=decision,
-                    merchant_id=current["merchant_id"],
-                    sequence=sequences[payment_id],
-                )
+                with tracing.payment_scope(payment_id):  # the decision stays in its trace
+                    await outbox.emit(
+                        conn,
+                        type="payment.fraud_assessed",
+                        obj=decision,
+                        merchant_id=current["merchant_id"],
+                        sequence=sequences[payment_id],
+                    )
                 emitted.append((current, assessment))
         for row, assessment in emitted:
             log.info(

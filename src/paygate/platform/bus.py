@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -107,7 +107,8 @@ class LocalBus:
 
     async def _deliver_batch(self, sub: _Subscription, events: list[Event]) -> None:
         assert sub.batch is not None
-        if await apply_batch(sub.consumer, sub.batch, events, system="paygate"):
+        carriers = [event.get(tracing.CARRIER_KEY) for event in events]
+        if await apply_batch(sub.consumer, sub.batch, events, carriers, system="paygate"):
             return
         await asyncio.gather(*(self._deliver(sub, event) for event in events))
 
@@ -138,13 +139,20 @@ class LocalBus:
 
 
 async def apply_batch(
-    consumer: str, batch: BatchHandler, events: list[Event], *, system: str
+    consumer: str,
+    batch: BatchHandler,
+    events: list[Event],
+    carriers: Sequence[Mapping[str, str] | None],
+    *,
+    system: str,
 ) -> bool:
-    """Apply `events` in one call of the batch handler; False (logged) if it raised, and the
-    caller then delivers them one by one."""
+    """Apply `events` in one call of the batch handler, each in a span of its own trace
+    (`carriers`: each event's transport headers); False (logged) if it raised, and the caller
+    then delivers them one by one."""
     span = tracing.start_batch(f"{consumer} batch", len(events), **{"messaging.system": system})
     try:
-        await batch(events)
+        with tracing.consuming_batch(consumer, events, carriers, system=system, batch=span):
+            await batch(events)
         return True
     except Exception as exc:
         log.warning(

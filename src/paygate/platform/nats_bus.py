@@ -247,7 +247,8 @@ class NatsBus:
             events = [orjson.loads(m.data) for m in msgs]
         except ValueError:
             return False  # one of them is not an event: each gets its own handling
-        if not await apply_batch(sub.consumer, sub.batch, events, system="nats"):
+        carriers = [m.headers for m in msgs]
+        if not await apply_batch(sub.consumer, sub.batch, events, carriers, system="nats"):
             return False
         # Applied and committed: an acknowledgement lost now only brings a redelivery, which
         # the consumer's idempotence absorbs.

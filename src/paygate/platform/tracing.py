@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -189,6 +189,80 @@ def consuming(
 ) -> Iterator[Span]:
     """Run a consumer's handler for `event` in a span whose parent is the event's context, with
     the event's payment and merchant bound to every log line; both are undone afterwards."""
+    span = _start_consuming(consumer, event, carrier, system=system, batch=batch, attempt=attempt)
+    with (
+        trace.use_span(span, end_on_exit=True),
+        log_scope(**_scope_fields(event, carrier)),
+    ):
+        yield span
+
+
+@contextlib.contextmanager
+def consuming_batch(
+    consumer: str,
+    events: Sequence[Mapping[str, Any]],
+    carriers: Sequence[Mapping[str, str] | None],
+    *,
+    system: str,
+    batch: Span | None = None,
+) -> Iterator[None]:
+    """Run a consumer's batch handler for `events`: each event gets the span it gets alone (a
+    child of its own context, linked to the batch), none of them current. The handler makes a
+    payment's span current while it works on that payment (`payment_scope`), so that what it
+    emits for the payment stays in the payment's trace."""
+    spans: list[Span] = []
+    scopes: dict[str, tuple[Span, dict[str, Any]]] = {}
+    for event, carrier in zip(events, carriers, strict=True):
+        span = _start_consuming(consumer, event, carrier, system=system, batch=batch)
+        spans.append(span)
+        fields = _scope_fields(event, carrier)
+        if fields["payment_id"]:
+            scopes.setdefault(fields["payment_id"], (span, fields))
+    token = _batch_scopes.set(scopes)
+    error: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        _batch_scopes.reset(token)
+        for span in spans:
+            finish(span, error)
+
+
+@contextlib.contextmanager
+def payment_scope(payment_id: str) -> Iterator[None]:
+    """Inside a batch handler (`consuming_batch`): the span of the batch's event about
+    `payment_id` made current, and its fields bound to log lines. Elsewhere: nothing."""
+    found = (_batch_scopes.get() or {}).get(payment_id)
+    if found is None:
+        yield
+        return
+    span, fields = found
+    # The batch's end sets its spans' status (`consuming_batch`).
+    with (
+        trace.use_span(span, record_exception=False, set_status_on_exception=False),
+        log_scope(**fields),
+    ):
+        yield
+
+
+# The spans of a batch being handled, by payment (`consuming_batch`).
+_batch_scopes: ContextVar[dict[str, tuple[Span, dict[str, Any]]] | None] = ContextVar(
+    "paygate_batch_scopes", default=None
+)
+
+
+def _start_consuming(
+    consumer: str,
+    event: Mapping[str, Any],
+    carrier: Mapping[str, str] | None,
+    *,
+    system: str,
+    batch: Span | None,
+    attempt: int | None = None,
+) -> Span:
     payment_id = payment_of(event)
     merchant_id = carrier.get(MERCHANT_HEADER) if carrier else None
     attributes: dict[str, Any] = {
@@ -206,17 +280,21 @@ def consuming(
         attributes["paygate.merchant_id"] = merchant_id
     if carrier and "traceparent" in carrier and event.get("id"):
         remember(str(event["id"]), carrier)
-    with (
-        TRACER.start_as_current_span(
-            f"{consumer} process {event.get('type')}",
-            context=context_of(carrier),
-            kind=SpanKind.CONSUMER,
-            links=link_to(batch),
-            attributes=attributes,
-        ) as span,
-        log_scope(event_id=event.get("id"), payment_id=payment_id, merchant_id=merchant_id),
-    ):
-        yield span
+    return TRACER.start_span(
+        f"{consumer} process {event.get('type')}",
+        context=context_of(carrier),
+        kind=SpanKind.CONSUMER,
+        links=link_to(batch),
+        attributes=attributes,
+    )
+
+
+def _scope_fields(event: Mapping[str, Any], carrier: Mapping[str, str] | None) -> dict[str, Any]:
+    return {
+        "event_id": event.get("id"),
+        "payment_id": payment_of(event),
+        "merchant_id": carrier.get(MERCHANT_HEADER) if carrier else None,
+    }
 
 
 def payment_of(event: Mapping[str, Any]) -> str | None:

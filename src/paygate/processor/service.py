@@ -33,7 +33,7 @@ from paygate.payments import attempts
 from paygate.payments import repository as payments
 from paygate.payments.models import Status
 from paygate.payments.service import state_of, transition
-from paygate.platform import metrics
+from paygate.platform import metrics, tracing
 from paygate.platform.bus import Bus, Event
 from paygate.platform.coalesce import Coalescer, Submission
 from paygate.platform.faults import crash_point
@@ -93,7 +93,7 @@ class Processor:
                 obj = event["data"]["object"]
                 decisions.setdefault(obj["id"], obj["risk"])
             else:
-                others.append(self.on_event(event))
+                others.append(_scoped(tracing.payment_of(event), self.on_event(event)))
         await _all([self.on_decisions(decisions), *others])
 
     # Screening decisions
@@ -113,7 +113,8 @@ class Processor:
             for payment_id, risk in decisions.items():
                 row = rows.get(payment_id)
                 if row is not None and row["status"] == Status.PENDING:
-                    created = await self._decide(conn, row, risk)
+                    with tracing.payment_scope(payment_id):  # its events stay in its trace
+                        created = await self._decide(conn, row, risk)
                     if created is not None:
                         started.append((created, row))
         driven = {attempt["payment_id"] for attempt, _ in started}
@@ -126,11 +127,14 @@ class Processor:
         await _all(
             [
                 *(
-                    self.drive(a["id"], fresh=True, attempt=a, request=requests.get(a["id"]))
+                    _scoped(
+                        a["payment_id"],
+                        self.drive(a["id"], fresh=True, attempt=a, request=requests.get(a["id"])),
+                    )
                     for a, _ in started
                 ),
                 # A redelivery, or a decline: resume whatever attempt was left open.
-                *(self.drive_payment(pid) for pid in rest),
+                *(_scoped(pid, self.drive_payment(pid)) for pid in rest),
             ]
         )
 
@@ -344,6 +348,16 @@ async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
     for outcome in await asyncio.gather(*work, return_exceptions=True):
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+async def _scoped(payment_id: str | None, work: Coroutine[Any, Any, None]) -> None:
+    """`work`, about one payment of a batch, in that payment's trace (`tracing.payment_scope`):
+    run as a task of its own (`_all`), it leaves no other payment's work in that scope."""
+    if payment_id is None:
+        await work
+        return
+    with tracing.payment_scope(payment_id):
+        await work
 
 
 def _card_request(attempt: Row, payment: Row, number: str, cvc: str | None) -> PaymentRequest:
