@@ -146,10 +146,21 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
     decisions = [await assessed(runtime, pid) for pid in pids]
     answers_together(processor, monkeypatch, len(pids))
     opened = count_transactions(runtime, monkeypatch)
+    terms_reads: list[str] = []
 
-    await processor.on_events(decisions)
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM merchant_terms" in statement:
+            terms_reads.append(statement)
+
+    engine = runtime.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        await processor.on_events(decisions)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
 
     assert len(opened) == 2  # the decisions, then every answer (one transaction each before)
+    assert len(terms_reads) == 1  # the merchant's terms, read once for the three captures
     outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
     assert outcomes == ["succeeded", "failed", "succeeded", "succeeded"]
     for pid, status in zip(pids, outcomes, strict=True):
@@ -180,10 +191,10 @@ async def test_an_answer_that_cannot_be_applied_fails_alone(
     answers_together(processor, monkeypatch, len(pids))
     real_apply_final = answers.apply_final
 
-    async def apply_final(settings: Any, conn: Any, attempt: Any, row: Any, result: Any) -> Any:
-        if row["id"] == bad:
+    async def apply_final(*args: Any, **kwargs: Any) -> Any:
+        if args[3]["id"] == bad:  # the payment's row
             raise RuntimeError("cannot apply")
-        return await real_apply_final(settings, conn, attempt, row, result)
+        return await real_apply_final(*args, **kwargs)
 
     monkeypatch.setattr(answers, "apply_final", apply_final)
     with pytest.raises(RuntimeError, match="cannot apply"):

@@ -32,17 +32,30 @@ def _aad(merchant_id: str) -> bytes:
 _TERMS = sa.select(merchant_terms).where(merchant_terms.c.merchant_id == sa.bindparam("match_id"))
 
 
-async def terms_for(conn: AsyncConnection, merchant_id: str, default_delay_days: int) -> Terms:
-    """The pricing and payout delay the ledger applies to this merchant now."""
+async def terms_for(
+    conn: AsyncConnection,
+    merchant_id: str,
+    default_delay_days: int,
+    read: dict[str, Terms] | None = None,
+) -> Terms:
+    """The pricing and payout delay the ledger applies to this merchant now. `read`: terms
+    already read in this transaction, by merchant, which this one joins (a batch's answers
+    read each merchant's terms once)."""
+    if read is not None and merchant_id in read:
+        return read[merchant_id]
     row = (await conn.execute(_TERMS, {"match_id": merchant_id})).mappings().one_or_none()
     if row is None:
-        return Terms(Pricing(), default_delay_days)
-    delay = row["payout_delay_days"]
-    return Terms(
-        profile.pricing_from_json(row["pricing"]),
-        default_delay_days if delay is None else int(delay),
-        custom_pricing=row["pricing"] is not None,
-    )
+        terms = Terms(Pricing(), default_delay_days)
+    else:
+        delay = row["payout_delay_days"]
+        terms = Terms(
+            profile.pricing_from_json(row["pricing"]),
+            default_delay_days if delay is None else int(delay),
+            custom_pricing=row["pricing"] is not None,
+        )
+    if read is not None:
+        read[merchant_id] = terms
+    return terms
 
 
 async def set_terms(

@@ -92,7 +92,11 @@ async def apply_final(
     attempt: sa.RowMapping,
     row: sa.RowMapping,
     result: BankResult,
+    *,
+    terms: dict[str, merchant_terms.Terms] | None = None,
 ) -> list[str]:
+    """`terms`: the merchants' terms this transaction has read so far, which the ledger's
+    entries join (`merchant_terms.terms_for`)."""
     op = attempt["operation"]
     approved = result.approved or already_done(attempt, result)
     code = None if approved else (result.failure_code or "processing_error")
@@ -118,7 +122,7 @@ async def apply_final(
             await transition(
                 conn, row, state.captured(attempt["amount"]), event="payment.succeeded"
             )
-            await _book_capture(settings, conn, row, attempt["amount"])
+            await _book_capture(settings, conn, row, attempt["amount"], terms)
         else:
             review = (row["risk"] or {}).get("decision") == "review"
             new = state.authorized(review=review)
@@ -134,7 +138,7 @@ async def apply_final(
                 else state.captured(attempt["amount"])
             )
             await transition(conn, row, captured, event="payment.succeeded")
-            await _book_capture(settings, conn, row, attempt["amount"])
+            await _book_capture(settings, conn, row, attempt["amount"], terms)
         elif not approved and status in held:
             # Refused for good: release the authorization and fail the payment.
             await transition(conn, row, state.fail("processing_error"), event="payment.failed")
@@ -150,16 +154,22 @@ async def apply_final(
         elif approved and status in (Status.REQUIRES_CAPTURE, Status.REQUIRES_REVIEW):
             await transition(conn, row, state.cancel(), event="payment.canceled")
         return []
-    await _settle_refund(settings, conn, attempt, row, approved, code)
+    await _settle_refund(settings, conn, attempt, row, approved, code, terms)
     return []
 
 
 async def _book_capture(
-    settings: Settings, conn: AsyncConnection, row: sa.RowMapping, amount: int
+    settings: Settings,
+    conn: AsyncConnection,
+    row: sa.RowMapping,
+    amount: int,
+    read: dict[str, merchant_terms.Terms] | None,
 ) -> None:
     """The ledger entry of captured money, in the transaction of the capture itself, at the
     merchant's own pricing and payout delay."""
-    terms = await merchant_terms.terms_for(conn, row["merchant_id"], settings.payout_delay_days)
+    terms = await merchant_terms.terms_for(
+        conn, row["merchant_id"], settings.payout_delay_days, read
+    )
     await ledger.record_capture(
         conn, row, amount, pricing=terms.pricing, payout_delay_days=terms.payout_delay_days
     )
@@ -185,6 +195,7 @@ async def _settle_refund(
     row: sa.RowMapping,
     approved: bool,
     code: str | None,
+    read: dict[str, merchant_terms.Terms] | None,
 ) -> None:
     refund_id = attempt["refund_id"]
     if refund_id is None:
@@ -209,7 +220,9 @@ async def _settle_refund(
         .where(refunds.c.id == refund_id)
         .values(status=status, failure_code=failure, version=version, updated=now_s())
     )
-    terms = await merchant_terms.terms_for(conn, row["merchant_id"], settings.payout_delay_days)
+    terms = await merchant_terms.terms_for(
+        conn, row["merchant_id"], settings.payout_delay_days, read
+    )
     await ledger.record_refund_result(conn, refund, row, succeeded=approved, pricing=terms.pricing)
     obj = render_refund({**refund, "status": status, "failure_code": failure})
     await outbox.emit(

@@ -29,6 +29,7 @@ from paygate.connectors.base import (
     VoidRequest,
 )
 from paygate.connectors.metered import MeteredConnector
+from paygate.merchants.terms import Terms
 from paygate.payments import attempts
 from paygate.payments import repository as payments
 from paygate.payments.models import Status
@@ -293,19 +294,21 @@ class Processor:
 
     async def _apply_together(self, batch: list[Answer]) -> list[list[str]]:
         sent = [item.value[0] for item in batch]
+        terms: dict[str, Terms] = {}  # each merchant's read once for the batch
         async with self.rt.db.transaction() as conn:
             # The payments are locked in id order, as by every locker of several payments.
             rows = await payments.get_many(conn, [a["payment_id"] for a in sent], for_update=True)
             found = await attempts.get_many(conn, [a["id"] for a in sent])
             outcomes = [
                 await item.within(
-                    self._answer(conn, rows.get(a["payment_id"]), found.get(a["id"]), item.value[1])
+                    self._answer(
+                        conn, rows.get(a["payment_id"]), found.get(a["id"]), item.value[1], terms
+                    )
                 )
                 for item, a in zip(batch, sent, strict=True)
             ]
-        for attempt, outcome in zip(sent, outcomes, strict=True):
-            if outcome is not None:
-                self._changed(attempt)
+        # One call for the batch: its cached reads are dropped with one read of their versions.
+        self._changed(*(a for a, done in zip(sent, outcomes, strict=True) if done is not None))
         return [outcome or [] for outcome in outcomes]
 
     async def _apply_alone(self, sent: Row, result: BankResult) -> list[str]:
@@ -324,23 +327,26 @@ class Processor:
         row: sa.RowMapping | None,
         attempt: sa.RowMapping | None,
         result: BankResult,
+        terms: dict[str, Terms] | None = None,
     ) -> list[str] | None:
         """Apply one answer to its attempt, read under its payment's lock (`row`); the
-        follow-ups, or None when the attempt was no longer open."""
+        follow-ups, or None when the attempt was no longer open. `terms`: the merchants'
+        terms the transaction has read so far."""
         if row is None or attempt is None or attempt["status"] not in attempts.OPEN:
             return None
         if result.outcome.final or answers.already_done(attempt, result):
-            return await answers.apply_final(self.settings, conn, attempt, row, result)
+            return await answers.apply_final(self.settings, conn, attempt, row, result, terms=terms)
         if result.outcome is Outcome.NOT_FOUND and row["status"] != Status.PROCESSING:
             await answers.close_unapplied(conn, attempt, row)
         else:
             await answers.apply_open(self.settings, conn, attempt, row, result)
         return []
 
-    def _changed(self, attempt: Row) -> None:
-        self.rt.changed(attempt["payment_id"])
-        if attempt["refund_id"]:
-            self.rt.changed(attempt["refund_id"])
+    def _changed(self, *applied: Row) -> None:
+        """The payments (and refunds) of attempts whose answers committed have changed."""
+        ids = [i for a in applied for i in (a["payment_id"], a["refund_id"]) if i]
+        if ids:
+            self.rt.changed(*ids)
 
 
 async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
