@@ -147,10 +147,13 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
     answers_together(processor, monkeypatch, len(pids))
     opened = count_transactions(runtime, monkeypatch)
     terms_reads: list[str] = []
+    log_inserts: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if "FROM merchant_terms" in statement:
             terms_reads.append(statement)
+        if statement.startswith("INSERT INTO transaction_log"):
+            log_inserts.append(statement)
 
     engine = runtime.db.engine.sync_engine
     sa.event.listen(engine, "before_cursor_execute", count)
@@ -161,6 +164,8 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
 
     assert len(opened) == 2  # the decisions, then every answer (one transaction each before)
     assert len(terms_reads) == 1  # the merchant's terms, read once for the three captures
+    # Each transaction's log entries go as one insert (`deferred`), not one per entry.
+    assert len(log_inserts) == 2
     outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
     assert outcomes == ["succeeded", "failed", "succeeded", "succeeded"]
     for pid, status in zip(pids, outcomes, strict=True):

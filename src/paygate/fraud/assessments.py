@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate.fraud.screening import Assessment
 from paygate.fraud.tables import fraud_assessments
 from paygate.ids import new_id, now_s
+from paygate.platform.db import deferred
 
 
 async def insert(
@@ -25,8 +26,9 @@ async def insert(
     unscored = assessment.source in ("fail_open", "fail_closed") or (
         assessment.source == "rule" and assessment.model_version is None
     )
-    await conn.execute(
-        fraud_assessments.insert(),
+    await deferred.insert(
+        conn,
+        fraud_assessments,
         dict(
             id=assessment_id,
             payment_id=payment_id,

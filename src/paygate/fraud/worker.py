@@ -37,6 +37,7 @@ from paygate.money import exponent
 from paygate.payments import repository as payments
 from paygate.platform import outbox, tracing
 from paygate.platform.bus import Bus, Event
+from paygate.platform.db import deferred
 from paygate.platform.db.tables import payments as payments_table
 from paygate.platform.logging import log
 from paygate.runtime import Runtime
@@ -125,7 +126,8 @@ class FraudWorker:
             )
         sequences = {event["data"]["object"]["id"]: event["sequence"] for event in events}
         emitted: list[tuple[sa.RowMapping, Assessment]] = []
-        async with self.rt.db.transaction() as conn:
+        # The assessments and decisions go as one insert each (`deferred`).
+        async with self.rt.db.transaction() as conn, deferred.deferred(conn):
             locked = await payments.get_many(conn, [row["id"] for row in pending], for_update=True)
             # A delivery that ran beside this one may have stored its assessment first.
             stored = await assessments.latest_of(conn, list(locked))

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate.ids import new_id, now_s
 from paygate.ledger.models import Postings, balanced
 from paygate.ledger.tables import balance_transactions, ledger_entries, ledger_postings
+from paygate.platform.db import deferred
 
 
 async def post(
@@ -29,8 +30,9 @@ async def post(
         raise ValueError(f"unbalanced {kind} entry")
     entry_id = new_id("je")
     now = now_s()
-    await conn.execute(
-        ledger_entries.insert(),
+    await deferred.insert(
+        conn,
+        ledger_entries,
         dict(
             id=entry_id,
             kind=kind,
@@ -55,13 +57,13 @@ async def post(
         if amount != 0
     ]
     if rows:  # an entry of zero amounts (a release of a charge its fee took whole) posts nothing
-        await conn.execute(ledger_postings.insert(), rows)
+        await deferred.insert(conn, ledger_postings, rows)
     return entry_id
 
 
 async def add_balance_transaction(conn: AsyncConnection, row: dict[str, Any]) -> str:
     row = {"id": new_id("txn"), "created": now_s(), "settlement_id": None, **row}
-    await conn.execute(balance_transactions.insert(), row)
+    await deferred.insert(conn, balance_transactions, row)
     return str(row["id"])
 
 

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
+from paygate.platform.db import deferred
 from paygate.platform.db.pagination import Page, fetch_page
 from paygate.platform.db.tables import payments, transaction_log
 
@@ -122,8 +123,9 @@ async def log(
     amount: int,
     details: dict[str, Any] | None = None,
 ) -> None:
-    await conn.execute(
-        transaction_log.insert(),
+    await deferred.insert(
+        conn,
+        transaction_log,
         dict(
             id=new_id("txl"),
             payment_id=payment_id,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
 from paygate.platform import tracing
+from paygate.platform.db import deferred
 from paygate.platform.db.tables import outbox
 
 # Event types merchants see on webhooks and at /v1/events; every other type stays internal.
@@ -54,8 +55,9 @@ async def emit(
         "livemode": obj.get("livemode", False),
         "data": {"object": obj},
     }
-    await conn.execute(
-        outbox.insert(),
+    await deferred.insert(
+        conn,
+        outbox,
         dict(
             id=event["id"],
             merchant_id=merchant_id,

@@ -37,6 +37,7 @@ from paygate.payments.service import state_of, transition
 from paygate.platform import metrics, tracing
 from paygate.platform.bus import Bus, Event
 from paygate.platform.coalesce import Coalescer, Submission
+from paygate.platform.db import deferred
 from paygate.platform.faults import crash_point
 from paygate.platform.logging import log
 from paygate.platform.tasks import reraise_if_cancelling
@@ -109,7 +110,7 @@ class Processor:
         if not decisions:
             return
         started: list[tuple[dict[str, Any], sa.RowMapping]] = []
-        async with self.rt.db.transaction() as conn:
+        async with self.rt.db.transaction() as conn, deferred.deferred(conn):
             rows = await payments.get_many(conn, list(decisions), for_update=True)
             for payment_id, risk in decisions.items():
                 row = rows.get(payment_id)
@@ -295,7 +296,8 @@ class Processor:
     async def _apply_together(self, batch: list[Answer]) -> list[list[str]]:
         sent = [item.value[0] for item in batch]
         terms: dict[str, Terms] = {}  # each merchant's read once for the batch
-        async with self.rt.db.transaction() as conn:
+        # The log entries, events and ledger rows of the batch go as one insert per table.
+        async with self.rt.db.transaction() as conn, deferred.deferred(conn):
             # The payments are locked in id order, as by every locker of several payments.
             rows = await payments.get_many(conn, [a["payment_id"] for a in sent], for_update=True)
             found = await attempts.get_many(conn, [a["id"] for a in sent])
