@@ -3,6 +3,8 @@ with a patient and a hasty connector, and payments screened by the real fraud co
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from paygate.config import Settings
+from paygate.connectors import PaymentRequest
 from paygate.fraud.worker import FraudWorker
 from paygate.platform.bus import Event
 from paygate.processor.service import Processor
@@ -82,3 +85,29 @@ async def payment_of(client: httpx.AsyncClient, auth: dict[str, str], pid: str) 
     assert r.status_code == 200, r.text
     payment: dict[str, Any] = r.json()
     return payment
+
+
+def hold_sales(
+    processor: Processor,
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+    *,
+    give_up_s: float | None = None,
+) -> None:
+    """Hold the bank's answers to sales until `count` have come back, then let them all go on
+    at once: they reach the processor while none of them has been applied. `give_up_s`: let
+    each go on alone after that long, where the answers cannot always wait for each other."""
+    real_sale = processor.bank.sale
+    back: list[str] = []
+    all_back = asyncio.Event()
+
+    async def sale(request: PaymentRequest) -> Any:
+        result = await real_sale(request)
+        back.append(request.reference)
+        if len(back) == count:
+            all_back.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_back.wait(), give_up_s)
+        return result
+
+    monkeypatch.setattr(processor.bank, "sale", sale)

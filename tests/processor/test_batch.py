@@ -7,8 +7,8 @@ outcome it reaches alone, the bank applies each operation once, and a batch deli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ from paygate.connectors import PaymentRequest
 from paygate.processor import answers
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
-from tests.processor.conftest import assessed, create, payment_of
+from tests.processor.conftest import assessed, create, hold_sales, payment_of
 from tests.processor.records import attempt_states, bank_ops, event_payload, events_of, set_faults
 
 CASES = [
@@ -83,40 +83,28 @@ async def test_a_batch_reads_its_cards_and_cvcs_in_one_statement_each(
         return await real_sale(request)
 
     monkeypatch.setattr(processor.bank, "sale", sale)
-    vault_reads: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "vault_" in statement:
-            vault_reads.append(statement)
-
-    engine = runtime.db.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements(runtime) as seen:
         await processor.on_events(decisions)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
-    assert len(vault_reads) == 2
+    assert len([s for s in seen if s.startswith("SELECT") and "vault_" in s]) == 2
     assert sent == dict(zip(pids, cards, strict=True))
     outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
     assert outcomes == ["succeeded", "failed", "succeeded"]
 
 
-def answers_together(processor: Processor, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
-    """Hold the bank's answers to sales until `count` have come back, then let them all go on
-    at once: they reach the processor while none of them has been applied."""
-    real_sale = processor.bank.sale
-    arrived: list[str] = []
-    all_back = asyncio.Event()
+@contextmanager
+def statements(runtime: Runtime) -> Iterator[list[str]]:
+    """The statements sent to the database inside the block."""
+    seen: list[str] = []
 
-    async def sale(request: PaymentRequest) -> Any:
-        result = await real_sale(request)
-        arrived.append(request.reference)
-        if len(arrived) == count:
-            all_back.set()
-        await all_back.wait()
-        return result
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.lstrip())
 
-    monkeypatch.setattr(processor.bank, "sale", sale)
+    engine = runtime.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 def count_transactions(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -144,28 +132,16 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
     cards = ["4242424242424242", "4000000000000002", "5555555555554444", "4242424242424242"]
     pids = [await create(client, auth, card={"number": n}) for n in cards]
     decisions = [await assessed(runtime, pid) for pid in pids]
-    answers_together(processor, monkeypatch, len(pids))
+    hold_sales(processor, monkeypatch, len(pids))
     opened = count_transactions(runtime, monkeypatch)
-    terms_reads: list[str] = []
-    log_inserts: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM merchant_terms" in statement:
-            terms_reads.append(statement)
-        if statement.startswith("INSERT INTO transaction_log"):
-            log_inserts.append(statement)
-
-    engine = runtime.db.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements(runtime) as seen:
         await processor.on_events(decisions)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
 
     assert len(opened) == 2  # the decisions, then every answer (one transaction each before)
-    assert len(terms_reads) == 1  # the merchant's terms, read once for the three captures
+    # The merchant's terms, read once for the three captures.
+    assert len([s for s in seen if "FROM merchant_terms" in s]) == 1
     # Each transaction's log entries go as one insert (`deferred`), not one per entry.
-    assert len(log_inserts) == 2
+    assert len([s for s in seen if s.startswith("INSERT INTO transaction_log")]) == 2
     outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
     assert outcomes == ["succeeded", "failed", "succeeded", "succeeded"]
     for pid, status in zip(pids, outcomes, strict=True):
@@ -193,7 +169,7 @@ async def test_an_answer_that_cannot_be_applied_fails_alone(
     pids = [await create(client, auth) for _ in range(3)]
     decisions = [await assessed(runtime, pid) for pid in pids]
     bad = pids[1]
-    answers_together(processor, monkeypatch, len(pids))
+    hold_sales(processor, monkeypatch, len(pids))
     real_apply_final = answers.apply_final
 
     async def apply_final(*args: Any, **kwargs: Any) -> Any:

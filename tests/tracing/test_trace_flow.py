@@ -5,7 +5,6 @@ in-process bus and over NATS JetStream alike."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,9 +15,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from paygate.connectors import PaymentRequest
 from paygate.pipeline import Pipeline
 from tests.notifications.support import Receiver, eventually
+from tests.processor.conftest import hold_sales
 from tests.support import idem, payment_body
 
 WAIT = {"Prefer": "wait=10"}
@@ -136,22 +135,9 @@ async def test_answers_applied_together_stay_in_their_own_payments_traces(
     outcome event is still published in its own payment's trace, as the child of its own
     processor span."""
     count = 3
-    real_sale = pipeline.processor.bank.sale
-    back: list[str] = []
-    all_back = asyncio.Event()
-
-    async def sale(request: PaymentRequest) -> Any:
-        result = await real_sale(request)
-        back.append(request.reference)
-        if len(back) == count:
-            all_back.set()
-        # Over NATS the processor takes the next decisions only once a fetched batch is done,
-        # so the answers cannot always wait for each other: after a while, they go on alone.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_back.wait(), 2.0)
-        return result
-
-    monkeypatch.setattr(pipeline.processor.bank, "sale", sale)
+    # Over NATS the processor takes the next decisions only once a fetched batch is done, so
+    # the answers cannot always wait for each other: after a while, they go on alone.
+    hold_sales(pipeline.processor, monkeypatch, count, give_up_s=2.0)
     replies = await asyncio.gather(
         *(
             client.post("/v1/payments", json=payment_body(), headers={**auth, **idem(), **WAIT})
