@@ -280,25 +280,29 @@ class Processor:
     async def _apply_batch(self, batch: list[Answer]) -> list[list[str] | BaseException]:
         """Apply a batch of answers in one transaction. If it fails, each is applied again in
         a transaction of its own, so that one bad answer fails alone."""
-        if len(batch) > 1:
-            try:
-                return list(await self._apply_together(batch))
-            except Exception as exc:
-                reraise_if_cancelling(exc)
-                log.warning(
-                    "processor.batch_apply_failed",
-                    size=len(batch),
-                    error=f"{type(exc).__name__}: {exc}"[:300],
-                )
-        alone = [item.within(self._apply_alone(*item.value)) for item in batch]
-        return list(await asyncio.gather(*alone, return_exceptions=True))
+        try:
+            return list(await self._apply_together(batch))
+        except Exception as exc:
+            reraise_if_cancelling(exc)
+            if len(batch) == 1:
+                return [exc]
+            log.warning(
+                "processor.batch_apply_failed",
+                size=len(batch),
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+        alone = await asyncio.gather(
+            *(self._apply_together([item]) for item in batch), return_exceptions=True
+        )
+        return [o if isinstance(o, BaseException) else o[0] for o in alone]
 
     async def _apply_together(self, batch: list[Answer]) -> list[list[str]]:
         sent = [item.value[0] for item in batch]
         terms: dict[str, Terms] = {}  # each merchant's read once for the batch
         # The log entries, events and ledger rows of the batch go as one insert per table.
         async with self.rt.db.transaction() as conn, deferred.deferred(conn):
-            # The payments are locked in id order, as by every locker of several payments.
+            # The payments are locked in id order, as by every locker of several payments; the
+            # attempts are read under those locks.
             rows = await payments.get_many(conn, [a["payment_id"] for a in sent], for_update=True)
             found = await attempts.get_many(conn, [a["id"] for a in sent])
             outcomes = [
@@ -313,23 +317,13 @@ class Processor:
         self._changed(*(a for a, done in zip(sent, outcomes, strict=True) if done is not None))
         return [outcome or [] for outcome in outcomes]
 
-    async def _apply_alone(self, sent: Row, result: BankResult) -> list[str]:
-        async with self.rt.db.transaction() as conn:
-            row = await payments.get_by_id(conn, sent["payment_id"], for_update=True)
-            attempt = await attempts.get(conn, sent["id"])  # read under the payment's lock
-            followups = await self._answer(conn, row, attempt, result)
-        if followups is None:
-            return []
-        self._changed(sent)
-        return followups
-
     async def _answer(
         self,
         conn: AsyncConnection,
         row: sa.RowMapping | None,
         attempt: sa.RowMapping | None,
         result: BankResult,
-        terms: dict[str, Terms] | None = None,
+        terms: dict[str, Terms],
     ) -> list[str] | None:
         """Apply one answer to its attempt, read under its payment's lock (`row`); the
         follow-ups, or None when the attempt was no longer open. `terms`: the merchants'
