@@ -1,19 +1,16 @@
-"""Fixtures: the real bank simulator, in-process (ASGI) and on a loopback port (uvicorn in a
-thread), and connectors pointed at it."""
+"""Fixtures: the real bank simulator on a loopback port (uvicorn in a thread), connectors pointed
+at it, and an in-process (ASGI) client of the same app for its admin and audit endpoints."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
+from tests.live import serving
 
 from paygate.banksim import BankSimSettings, create_app
 from paygate.connectors import Card, HttpBankConnector, RetryPolicy
@@ -59,18 +56,22 @@ def sleeps() -> Sleeps:
 
 
 @pytest.fixture
-async def connector(bank_app: FastAPI, sleeps: Sleeps) -> AsyncIterator[HttpBankConnector]:
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=bank_app))
+def bank_url(bank_app: FastAPI) -> Iterator[str]:
+    """The test's own simulator, served on a loopback port."""
+    with serving(bank_app) as url:
+        yield url
+
+
+@pytest.fixture
+async def connector(bank_url: str, sleeps: Sleeps) -> AsyncIterator[HttpBankConnector]:
     bank = HttpBankConnector(
-        "http://bank",
+        bank_url,
         API_KEY,
-        client=client,
         retry=RetryPolicy(attempts=3, base_delay_s=0.1, max_delay_s=1.0),
         sleep=sleeps,
     )
     yield bank
     await bank.aclose()
-    await client.aclose()
 
 
 @pytest.fixture
@@ -87,8 +88,6 @@ async def admin(bank_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @dataclass
 class LiveBank:
     url: str
-    server: uvicorn.Server
-    thread: threading.Thread
 
     def admin(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -98,22 +97,6 @@ class LiveBank:
 
 @pytest.fixture(scope="module")
 def live_bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveBank]:
-    """The simulator served by uvicorn on a free loopback port, for real timeouts."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(bank_settings(tmp_path_factory.mktemp("live-bank")))
-    config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the simulator did not start"
-        time.sleep(0.01)
-    try:
-        yield LiveBank(f"http://127.0.0.1:{port}", server, thread)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """One simulator for a module's tests, for real timeouts and outages."""
+    with serving(create_app(bank_settings(tmp_path_factory.mktemp("live-bank")))) as url:
+        yield LiveBank(url)

@@ -1,16 +1,20 @@
-"""The HTTP connector against the real simulator app, in-process over ASGI."""
+"""The HTTP connector against the real simulator app, served on a loopback port."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack
 
-import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.types import ASGIApp, Receive, Scope, Send
 from structlog.testing import capture_logs
+from tests.live import serving
 
 from paygate.connectors import (
     BreakerState,
@@ -131,37 +135,47 @@ async def test_503_is_retried_with_jitter_then_unavailable(connector, admin, sle
     assert (await connector.authorize(pay("pay_e"))).approved
 
 
-class Scripted(httpx.AsyncBaseTransport):
-    """Answers the first requests with the given statuses, then hands over to the real bank."""
+class Scripted:
+    """The bank behind a script: the first requests get the given statuses, the rest reach the
+    bank."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, statuses: list[int]) -> None:
-        self.inner = inner
+    def __init__(self, bank: ASGIApp, statuses: list[int]) -> None:
+        self.bank = bank
         self.statuses = statuses
         self.sent = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent += 1
-        if self.statuses:
-            return httpx.Response(self.statuses.pop(0), json={"error": {"code": "scripted"}})
-        return await self.inner.handle_async_request(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.sent += 1
+            if self.statuses:
+                status = self.statuses.pop(0)
+                answer = JSONResponse({"error": {"code": "scripted"}}, status_code=status)
+                return await answer(scope, receive, send)
+        await self.bank(scope, receive, send)
 
 
 @pytest.fixture
-async def clients() -> AsyncIterator[list[httpx.AsyncClient]]:
-    """Clients made by a test, closed after it."""
-    made: list[httpx.AsyncClient] = []
-    yield made
-    for client in made:
-        await client.aclose()
+async def connect(sleeps) -> AsyncIterator[Callable[..., HttpBankConnector]]:
+    """Connectors made by a test, each to an app served for it on a loopback port; all closed
+    after it."""
+    made: list[HttpBankConnector] = []
+    with ExitStack() as servers:
+
+        def make(app: ASGIApp, path: str = "", key: str = "bank_sk_test") -> HttpBankConnector:
+            url = servers.enter_context(serving(app)) + path
+            made.append(HttpBankConnector(url, key, sleep=sleeps))
+            return made[-1]
+
+        yield make
+        for bank in made:
+            await bank.aclose()
 
 
 @pytest.fixture
-def scripted(bank_app, sleeps, clients):
+def scripted(bank_app, connect):
     def make(statuses: list[int]) -> tuple[HttpBankConnector, Scripted]:
-        transport = Scripted(httpx.ASGITransport(app=bank_app), statuses)
-        clients.append(httpx.AsyncClient(transport=transport))
-        bank = HttpBankConnector("http://bank", "bank_sk_test", client=clients[-1], sleep=sleeps)
-        return bank, transport
+        script = Scripted(bank_app, statuses)
+        return connect(script), script
 
     return make
 
@@ -201,17 +215,15 @@ async def test_malformed_request_is_declined_invalid_request(connector) -> None:
     assert (result.outcome, result.failure_code) == (Outcome.DECLINED, "invalid_request")
 
 
-async def test_wrong_key_is_unavailable_and_not_a_bank_failure(bank_app, sleeps, clients) -> None:
-    clients.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=bank_app)))
-    bank = HttpBankConnector("http://bank", "wrong", client=clients[-1], sleep=sleeps)
+async def test_wrong_key_is_unavailable_and_not_a_bank_failure(bank_app, sleeps, connect) -> None:
+    bank = connect(bank_app, key="wrong")
     result = await bank.authorize(pay("pay_k"))
     assert result.outcome is Outcome.UNAVAILABLE and "API key" in (result.detail or "")
     assert sleeps.delays == [] and bank.breaker.consecutive_failures == 0
 
 
-async def test_lookup_on_a_wrong_base_path_is_not_not_found(bank_app, sleeps, clients) -> None:
-    clients.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=bank_app)))
-    bank = HttpBankConnector("http://bank/x", "bank_sk_test", client=clients[-1], sleep=sleeps)
+async def test_lookup_on_a_wrong_base_path_is_not_not_found(bank_app, connect) -> None:
+    bank = connect(bank_app, path="/x")
     assert (await bank.lookup("pay_w:authorize")).outcome is Outcome.UNAVAILABLE
 
 
@@ -244,14 +256,52 @@ async def test_connect_error_is_retried_then_unavailable_and_leaks_no_card(sleep
     assert "123" not in repr(logs)
 
 
-async def test_mounted_under_a_path(bank_app, clients) -> None:
+async def test_mounted_under_a_path(bank_app, connect) -> None:
     # As in `paygate serve`: the simulator mounted under /bank of another app.
     host = FastAPI()
     host.mount("/bank", bank_app)
-    clients.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=host)))
-    bank = HttpBankConnector("http://gateway/bank/", "bank_sk_test", client=clients[-1])
+    bank = connect(host, path="/bank/")
     assert (await bank.authorize(pay("pay_mount"))).approved
     assert (await bank.lookup("pay_mount:authorize")).approved
+
+
+async def test_a_full_pool_sends_nothing_and_does_not_blame_the_bank(bank_app, sleeps) -> None:
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(0.5)
+        await bank_app(scope, receive, send)
+
+    with serving(slow) as url:
+        bank = HttpBankConnector(
+            url, "bank_sk_test", max_connections=1, pool_timeout=0.05, sleep=sleeps
+        )
+        try:
+            first, second = await asyncio.gather(
+                bank.authorize(pay("pay_p1")), bank.authorize(pay("pay_p2"))
+            )
+            assert (await bank.lookup("pay_p2:authorize")).outcome is Outcome.NOT_FOUND
+        finally:
+            await bank.aclose()
+    assert first.approved
+    assert (second.outcome, second.applied) == (Outcome.UNAVAILABLE, False)
+    assert second.detail == "connection pool exhausted"
+    assert sleeps.delays == [] and bank.breaker.consecutive_failures == 0
+
+
+async def test_a_connection_the_bank_closed_while_idle_is_not_a_failure(bank_app) -> None:
+    # The bank closes an idle kept-alive connection after 0.1 s; the next call must open a new
+    # one, not fail on the old.
+    with serving(bank_app, timeout_keep_alive=0.1) as url:
+        bank = HttpBankConnector(url, "bank_sk_test", retry=RetryPolicy(attempts=1))
+        try:
+            for n in range(3):
+                assert (
+                    await bank.sale(PaymentRequest(f"pay_k{n}:sale", 100, "usd", CARD))
+                ).approved
+                await asyncio.sleep(0.3)
+        finally:
+            await bank.aclose()
+    assert bank.breaker.consecutive_failures == 0
 
 
 def test_card_repr_masks_the_number() -> None:

@@ -3,7 +3,7 @@ and a real outage, driven through the admin endpoint."""
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from paygate.connectors import (
     BreakerState,
@@ -27,19 +27,22 @@ class Clock:
 CARD = Card("4242424242424242", 12, 2030, "123")
 
 
-def counting_client() -> tuple[httpx.AsyncClient, list[str]]:
+def counting_session() -> tuple[aiohttp.ClientSession, list[str]]:
+    """A client session that notes the path of every request it sends."""
     sent: list[str] = []
 
-    async def hook(request: httpx.Request) -> None:
-        sent.append(request.url.path)
+    async def note(_: object, __: object, params: aiohttp.TraceRequestStartParams) -> None:
+        sent.append(params.url.path)
 
-    return httpx.AsyncClient(event_hooks={"request": [hook]}), sent
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(note)
+    return aiohttp.ClientSession(trace_configs=[trace]), sent
 
 
 async def test_read_timeout_is_unknown_and_lookup_finds_it_applied(live_bank) -> None:
-    client, sent = counting_client()
+    session, sent = counting_session()
     bank = HttpBankConnector(
-        live_bank.url, "bank_sk_test", read_timeout=0.3, client=client, breaker=CircuitBreaker(5)
+        live_bank.url, "bank_sk_test", read_timeout=0.3, session=session, breaker=CircuitBreaker(5)
     )
     async with live_bank.admin() as admin:
         await admin.put("/v1/admin/faults", json={"timeout_rate": 1, "hang_s": 0.8})
@@ -55,16 +58,16 @@ async def test_read_timeout_is_unknown_and_lookup_finds_it_applied(live_bank) ->
         assert (found.outcome, found.amount, found.currency) == (Outcome.APPROVED, 1234, "usd")
         assert bank.breaker_state is BreakerState.CLOSED
     finally:
-        await client.aclose()
+        await session.close()
 
 
 async def test_breaker_opens_when_the_bank_is_down_and_closes_when_back(live_bank) -> None:
-    client, sent = counting_client()
+    session, sent = counting_session()
     clock = Clock()
     bank = HttpBankConnector(
         live_bank.url,
         "bank_sk_test",
-        client=client,
+        session=session,
         retry=RetryPolicy(attempts=1),
         breaker=CircuitBreaker(failure_threshold=3, reset_timeout_s=30, clock=clock),
     )
@@ -95,4 +98,4 @@ async def test_breaker_opens_when_the_bank_is_down_and_closes_when_back(live_ban
     assert probe.approved
     assert bank.breaker_state is BreakerState.CLOSED
     assert (await bank.sale(sale(5))).approved
-    await client.aclose()
+    await session.close()

@@ -6,15 +6,13 @@ JetStream and Redis (`tests.conftest.scale_out`)."""
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from fastapi import FastAPI
 
 from paygate.banksim.app import create_app as create_bank_app
 from paygate.banksim.settings import BankSimSettings
@@ -26,43 +24,23 @@ from paygate.pipeline import ROLES, Pipeline
 from paygate.platform.nats_bus import connect_bus
 from paygate.runtime import Runtime
 from tests.conftest import make_settings, scale_out
+from tests.live import serving
 
 BANK_KEY = "bank_sk_dev"
 
 
-class BankServer:
-    """The bank simulator on a real loopback port, served by uvicorn in a thread of its own."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.app = create_bank_app(
-            BankSimSettings(data_dir=data_dir, api_key=BANK_KEY, latency_median_ms=0, hang_s=1.0)
-        )
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the bank simulator did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+def bank_app(data_dir: Path) -> FastAPI:
+    """The bank simulator answering at once, its faults hanging for a second."""
+    return create_bank_app(
+        BankSimSettings(data_dir=data_dir, api_key=BANK_KEY, latency_median_ms=0, hang_s=1.0)
+    )
 
 
 @pytest.fixture
 def bank_url(tmp_path: Path) -> Iterator[str]:
-    server = BankServer(tmp_path / "bank")
-    url = server.start()
-    yield url
-    server.stop()
+    """The bank simulator on a real loopback port."""
+    with serving(bank_app(tmp_path / "bank")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from paygate.runtime import Runtime
 from paygate.vault import repository as vault
 from paygate.vault.cards import luhn_valid
 from tests.conftest import make_settings, new_merchant
+from tests.live import LiveServer
 from tests.security.conftest import Logs
 from tests.support import ADMIN_KEY, idem, payment_body
 
@@ -103,7 +104,8 @@ def test_the_scan_finds_a_cvc_of_its_own_and_not_one_inside_an_id() -> None:
 @dataclass
 class Gateway:
     """The gateway as `paygate serve` runs it: the API, the pipeline, and the bank simulator
-    reached over HTTP (here an in-process transport instead of a port)."""
+    reached over HTTP on a loopback port (`bank` is an in-process client of the same bank, for
+    its audit)."""
 
     client: httpx.AsyncClient
     bank: httpx.AsyncClient
@@ -124,10 +126,10 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
         base_url="http://bank.test",
         headers={"Authorization": f"Bearer {BANK_KEY}"},
     )
+    bank_server = LiveServer(bank_app)
     connector = HttpBankConnector(
-        "http://bank.test",
+        bank_server.start(),
         BANK_KEY,
-        client=bank,
         read_timeout=5,
         retry=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
         breaker=CircuitBreaker(failure_threshold=1000, reset_timeout_s=0.1),
@@ -148,6 +150,7 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
         yield Gateway(client, bank, runtime, pipeline, settings.data_dir, responses)
     finally:
         await pipeline.stop()
+        bank_server.stop()
         await client.aclose()
         await bank.aclose()
         await bank_app.state.bank.aclose()
