@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from paygate import __version__
 from paygate.api import errors, health, openapi
@@ -51,11 +52,32 @@ back in `If-None-Match` to get `304` until the object changes.
 class PaygateAPI(FastAPI):
     """The API with the edge (paygate.edge.http) outside everything else, the framework's own
     error handling included, so that even its answers carry the edge's headers; the HTTP metrics
-    outside the edge, so that its answers are counted too."""
+    outside the edge, so that its answers are counted too.
+
+    A request under a mounted bank simulator (`paygate serve`) goes to it first, past all of
+    that: the bank is another service sharing the port, not a part of the API, and its requests
+    are as many as the payments."""
+
+    bank: Mount | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
         edge = EdgeMiddleware(super().build_middleware_stack(), self.state.runtime.settings)
-        return MetricsMiddleware(edge)
+        api = MetricsMiddleware(edge)
+        return api if self.bank is None else _BankFirst(self.bank, api)
+
+
+class _BankFirst:
+    def __init__(self, bank: Mount, api: ASGIApp) -> None:
+        self.bank, self.api = bank, api
+        self.prefix = bank.path + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            match, child = self.bank.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                return await self.bank.handle(scope, receive, send)
+        await self.api(scope, receive, send)
 
 
 def create_app(
@@ -134,7 +156,8 @@ def create_app(
     ):
         app.include_router(router)
     if bank_app is not None:
-        app.mount("/bank", bank_app)
+        app.bank = Mount("/bank", app=bank_app)
+        app.router.routes.append(app.bank)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NoNul)
     # A server span per request (its trace continues through the outbox) and a log scope; the
