@@ -14,7 +14,7 @@ from paygate.platform.db.tables import payments, transaction_log
 
 
 async def insert(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(payments.insert(), row)
+    await deferred.insert(conn, payments, row)
 
 
 # The reads and the update every payment makes, built once (a statement built per call costs

@@ -16,6 +16,7 @@ from paygate.payments import attempts, repository
 from paygate.payments.models import FAILURE_MESSAGES, PaymentState, Status
 from paygate.payments.schemas import PaymentCreate, render
 from paygate.platform import metrics, outbox
+from paygate.platform.db import deferred
 from paygate.platform.db.tables import payment_methods
 from paygate.vault import cards, tokens
 from paygate.vault import repository as vault
@@ -51,86 +52,89 @@ async def create(
             param="payment_method.card.exp_year",
             code="invalid_expiry",
         )
-    customer_id = None
-    if request.customer is not None:
-        spec = request.customer
-        customer_id = await customers.resolve(
-            conn, merchant_id, livemode, id=spec.id, email=spec.email, name=spec.name
-        )
-    now = now_s()
-    if method_in.token is not None:
-        card = await tokens.redeem(
-            conn,
-            keyring,
-            method_in.token,
-            merchant_id=merchant_id,
-            livemode=livemode,
-            payment_id=payment_id,
-        )
-        # The BIN for fraud rules (paygate.fraud.attributes); the token kept only the last 4.
-        card_bin = (await vault.reveal_card(conn, keyring, card.token))[:6]
-    else:
-        assert card_in is not None  # the schema takes exactly one of card and token
-        card_bin = card_in.number[:6]
-        fingerprint = keyring.fingerprint(card_in.number, "card")
-        card = tokens.VaultedCard(
-            token=await vault.store_card(conn, keyring, card_in.number, fingerprint),
-            brand=cards.brand(card_in.number),
-            last4=card_in.number[-4:],
-            exp_month=card_in.exp_month,
-            exp_year=card_in.exp_year,
-            fingerprint=fingerprint,
-            cvc=card_in.cvc,
-        )
-    method = {
-        "id": new_id("pm"),
-        "merchant_id": merchant_id,
-        "customer_id": customer_id,
-        "livemode": livemode,
-        "card_token": card.token,
-        "brand": card.brand,
-        "last4": card.last4,
-        "exp_month": card.exp_month,
-        "exp_year": card.exp_year,
-        "fingerprint": card.fingerprint,
-        "created": now,
-    }
-    await conn.execute(payment_methods.insert(), method)
-    state = PaymentState(status=Status.PENDING, amount=request.amount, capture=request.capture)
-    row = {
-        "id": payment_id,
-        "merchant_id": merchant_id,
-        "livemode": livemode,
-        **asdict(state),
-        "currency": request.currency,
-        "failure_message": None,
-        "payment_method_id": method["id"],
-        "payment_method": {
-            "type": "card",
-            "card": {
-                k: method[k] for k in ("brand", "last4", "exp_month", "exp_year", "fingerprint")
+    # Nothing below reads back what it writes: its inserts go together at the block's end (on
+    # PostgreSQL as one statement).
+    async with deferred.deferred(conn):
+        customer_id = None
+        if request.customer is not None:
+            spec = request.customer
+            customer_id = await customers.resolve(
+                conn, merchant_id, livemode, id=spec.id, email=spec.email, name=spec.name
+            )
+        now = now_s()
+        if method_in.token is not None:
+            card = await tokens.redeem(
+                conn,
+                keyring,
+                method_in.token,
+                merchant_id=merchant_id,
+                livemode=livemode,
+                payment_id=payment_id,
+            )
+            # The BIN for fraud rules (paygate.fraud.attributes); the token kept only the last 4.
+            card_bin = (await vault.reveal_card(conn, keyring, card.token))[:6]
+        else:
+            assert card_in is not None  # the schema takes exactly one of card and token
+            card_bin = card_in.number[:6]
+            fingerprint = keyring.fingerprint(card_in.number, "card")
+            card = tokens.VaultedCard(
+                token=await vault.store_card(conn, keyring, card_in.number, fingerprint),
+                brand=cards.brand(card_in.number),
+                last4=card_in.number[-4:],
+                exp_month=card_in.exp_month,
+                exp_year=card_in.exp_year,
+                fingerprint=fingerprint,
+                cvc=card_in.cvc,
+            )
+        method = {
+            "id": new_id("pm"),
+            "merchant_id": merchant_id,
+            "customer_id": customer_id,
+            "livemode": livemode,
+            "card_token": card.token,
+            "brand": card.brand,
+            "last4": card.last4,
+            "exp_month": card.exp_month,
+            "exp_year": card.exp_year,
+            "fingerprint": card.fingerprint,
+            "created": now,
+        }
+        await deferred.insert(conn, payment_methods, method)
+        state = PaymentState(status=Status.PENDING, amount=request.amount, capture=request.capture)
+        row = {
+            "id": payment_id,
+            "merchant_id": merchant_id,
+            "livemode": livemode,
+            **asdict(state),
+            "currency": request.currency,
+            "failure_message": None,
+            "payment_method_id": method["id"],
+            "payment_method": {
+                "type": "card",
+                "card": {
+                    k: method[k] for k in ("brand", "last4", "exp_month", "exp_year", "fingerprint")
+                },
             },
-        },
-        "customer_id": customer_id,
-        "description": request.description,
-        "metadata": request.metadata,
-        "risk": None,
-        "card_bin": card_bin,
-        "ip_address": request.ip_address,
-        "version": 1,
-        "created": now,
-        "updated": now,
-    }
-    await repository.insert(conn, row)
-    if card.cvc is not None:
-        await vault.store_cvc(conn, keyring, row["id"], card.cvc, expires_at=now + cvc_ttl_s)
-    await repository.log(conn, row["id"], "payment.created", state.status, state.amount)
-    metrics.payment_changed(conn, state.status, None, before=None, created=now)
-    payment = render(row)
-    await outbox.emit(
-        conn, type="payment.created", obj=payment, merchant_id=merchant_id, sequence=1
-    )
-    return payment
+            "customer_id": customer_id,
+            "description": request.description,
+            "metadata": request.metadata,
+            "risk": None,
+            "card_bin": card_bin,
+            "ip_address": request.ip_address,
+            "version": 1,
+            "created": now,
+            "updated": now,
+        }
+        await repository.insert(conn, row)
+        if card.cvc is not None:
+            await vault.store_cvc(conn, keyring, row["id"], card.cvc, expires_at=now + cvc_ttl_s)
+        await repository.log(conn, row["id"], "payment.created", state.status, state.amount)
+        metrics.payment_changed(conn, state.status, None, before=None, created=now)
+        payment = render(row)
+        await outbox.emit(
+            conn, type="payment.created", obj=payment, merchant_id=merchant_id, sequence=1
+        )
+        return payment
 
 
 async def get(

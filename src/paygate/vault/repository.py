@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
+from paygate.platform.db import deferred
 from paygate.platform.db.tables import payment_methods, vault_cards, vault_cvcs
 from paygate.vault.crypto import Keyring, open_with_data_key, seal_with_data_key
 
@@ -16,8 +17,9 @@ async def store_card(conn: AsyncConnection, keyring: Keyring, pan: str, fingerpr
     """Seal `pan` and return its vault token."""
     token = new_id("vc")
     key_id, sealed = keyring.seal(pan.encode(), aad=token.encode())
-    await conn.execute(
-        vault_cards.insert(),
+    await deferred.insert(
+        conn,
+        vault_cards,
         dict(
             token=token, key_id=key_id, pan_sealed=sealed, fingerprint=fingerprint, created=now_s()
         ),
@@ -75,8 +77,9 @@ async def store_cvc(
     aad = payment_id.encode()
     data_key, cvc_sealed = seal_with_data_key(cvc.encode(), aad)
     key_id, key_sealed = keyring.seal(data_key, aad)
-    await conn.execute(
-        vault_cvcs.insert(),
+    await deferred.insert(
+        conn,
+        vault_cvcs,
         dict(
             payment_id=payment_id,
             key_id=key_id,
