@@ -193,7 +193,7 @@ async def execute(
         payload = encode(body)
         key_id, sealed = rt.keyring.seal(payload, aad)
         answer = {"response_status": status, "response_body": sealed, "body_key_id": key_id}
-        async with rt.db.transaction() as conn:
+        async with rt.db.single_write() as conn:
             await conn.execute(_SETTLE, {**match, **answer})
         return JSONBytes(payload, status_code=status, headers=headers)
     finally:

@@ -159,7 +159,7 @@ class Relay:
         failed: Exception | None = None
         try:
             await self.bus.publish(events)
-            async with self.db.transaction() as conn:
+            async with self.db.single_write() as conn:
                 await conn.execute(_MARK_SENT, {"positions": positions, "published_at": now_s()})
         except Exception as exc:
             failed = exc
