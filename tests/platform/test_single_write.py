@@ -1,7 +1,8 @@
 """`Database.single_write()`: one write statement that is its own transaction. On PostgreSQL it
 goes with no BEGIN and COMMIT around it (two round trips fewer: the settled answer of a
 `Prefer: wait` request, the relay's mark of what it published), and it is committed when the
-block ends, on either database."""
+block ends, on either database. And `Database.savepoint()` on PostgreSQL: on the driver, never
+released (the COMMIT releases it), each block rolling back to its own."""
 
 from __future__ import annotations
 
@@ -62,3 +63,52 @@ async def test_a_single_write_sends_no_begin_or_commit(db: Database) -> None:
         await conn.execute(notes.insert(), {"id": "wrapped"})
     assert [q.split()[0].rstrip(";") for q in sent] == ["BEGIN", "COMMIT"]
     assert await ids(db) == {"alone", "wrapped"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.postgres
+async def test_a_savepoint_that_succeeds_is_left_for_the_commit_to_release(db: Database) -> None:
+    sent = await sent_to_postgresql(db)
+    async with db.transaction() as conn:
+        await conn.execute(notes.insert(), {"id": "first"})  # the transaction begun
+        async with db.savepoint(conn):
+            await conn.execute(notes.insert(), {"id": "kept"})
+    assert sent[0].startswith("BEGIN")
+    assert [q.rstrip(";") for q in sent[1:]] == ["SAVEPOINT UNIT_1", "COMMIT"]  # no RELEASE
+    assert await ids(db) == {"first", "kept"}
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_savepoints_inside_savepoints_roll_back_to_their_own(db: Database) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(notes.insert(), {"id": "first"})
+        async with db.savepoint(conn):
+            await conn.execute(notes.insert(), {"id": "outer"})
+            with pytest.raises(Refused):
+                async with db.savepoint(conn):
+                    await conn.execute(notes.insert(), {"id": "inner, undone"})
+                    raise Refused
+            async with db.savepoint(conn):
+                await conn.execute(notes.insert(), {"id": "inner, kept"})
+        with pytest.raises(Refused):
+            async with db.savepoint(conn):
+                async with db.savepoint(conn):
+                    await conn.execute(notes.insert(), {"id": "inside an undone one"})
+                raise Refused
+        async with db.savepoint(conn):
+            await conn.execute(notes.insert(), {"id": "after"})
+    assert await ids(db) == {"first", "outer", "inner, kept", "after"}
+
+
+async def test_a_savepoint_may_come_first_in_its_transaction(db: Database) -> None:
+    async with db.transaction() as conn:
+        with pytest.raises(Refused):
+            async with db.savepoint(conn):
+                await conn.execute(notes.insert(), {"id": "undone"})
+                raise Refused
+        async with db.savepoint(conn):
+            await conn.execute(notes.insert(), {"id": "kept"})
+    assert await ids(db) == {"kept"}

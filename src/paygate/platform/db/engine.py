@@ -85,10 +85,17 @@ class Database:
     @asynccontextmanager
     async def savepoint(self, conn: AsyncConnection) -> AsyncIterator[None]:
         """A savepoint in a write transaction's block (`conn`, from `transaction()`): when the
-        inner block raises, its statements roll back alone and the error goes on."""
+        inner block raises, its statements roll back alone and the error goes on. SQLAlchemy's
+        savepoint listeners hear of it (paygate.platform.metrics keeps or drops its counts)."""
         if self._writers is None:
-            async with conn.begin_nested():
-                yield
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            if driver.is_in_transaction():
+                async with _pg_savepoint(conn, driver):
+                    yield
+            else:  # the transaction's first statement: SQLAlchemy begins it, then the savepoint
+                async with conn.begin_nested():
+                    yield
             return
         async with group_commit.savepoint(conn):
             yield
@@ -123,6 +130,35 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_DEPTH = "paygate_savepoint_depth"
+
+
+@asynccontextmanager
+async def _pg_savepoint(conn: AsyncConnection, driver: Any) -> AsyncIterator[None]:
+    """On the driver, in the simple query protocol: one round trip each, none of SQLAlchemy's
+    nested-transaction work. A block that succeeds is not released: the COMMIT releases it, and
+    RELEASE would be a round trip more. Named by depth, so that a block inside another rolls back
+    to its own; a second block after the first reuses the name, and PostgreSQL rolls back to the
+    newest savepoint of that name."""
+    sync = conn.sync_connection
+    assert sync is not None  # a transaction's connection, begun
+    depth = sync.info.get(_DEPTH, 0) + 1
+    name = f"unit_{depth}"
+    await driver.execute(f"SAVEPOINT {name}")
+    sync.info[_DEPTH] = depth
+    sync.dispatch.savepoint(sync, name)
+    try:
+        yield
+    except BaseException:
+        await driver.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        sync.dispatch.rollback_savepoint(sync, name, None)
+        raise
+    else:
+        sync.dispatch.release_savepoint(sync, name, None)  # its work is kept
+    finally:
+        sync.info[_DEPTH] = depth - 1
 
 
 def ensure_sqlite_dir(url: str) -> None:
