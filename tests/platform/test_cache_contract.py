@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from paygate.platform.cache import Cache, MemoryCache, RedisCache
 
@@ -61,3 +62,31 @@ async def test_counters_add_up_and_expire(cache: Cache) -> None:
 
 async def test_ping(cache: Cache) -> None:
     assert await cache.ping()
+
+
+async def test_set_many_if_newer_is_set_if_newer_of_each(cache: Cache) -> None:
+    await cache.set_if_newer("m1", b"newer", 5, ttl_s=10)
+    entries = [("m1", b"older", 3), ("m2", b"two", 2), ("m3", b"three", 7)]
+    await cache.set_many_if_newer(entries, ttl_s=10)
+    await cache.set_many_if_newer([], ttl_s=10)
+    await cache.set_many_if_newer([("m2", b"two, again", 2)], ttl_s=10)
+    assert [await cache.get_versioned(k) for k in ("m1", "m2", "m3")] == [
+        (5, b"newer"),
+        (2, b"two"),
+        (7, b"three"),
+    ]
+
+
+@pytest.mark.redis
+async def test_set_many_if_newer_after_redis_lost_its_scripts(redis_url: str) -> None:
+    cache = RedisCache(redis_url, prefix=f"t{uuid.uuid4().hex}:")
+    admin = aioredis.from_url(redis_url)
+    try:
+        await cache.set_if_newer("s0", b"zero", 1, ttl_s=10)  # the script loaded
+        await admin.script_flush()  # as after a restart of Redis
+        await cache.set_many_if_newer([("s1", b"one", 1), ("s2", b"two", 2)], ttl_s=10)
+        assert await cache.get_versioned("s2") == (2, b"two")
+        assert await cache.get_versioned("s1") == (1, b"one")
+    finally:
+        await cache.close()
+        await admin.aclose()

@@ -7,10 +7,11 @@ the only copy of a fact about money.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 
 class Cache(Protocol):
@@ -23,6 +24,12 @@ class Cache(Protocol):
     async def set_if_newer(self, key: str, value: bytes, version: int, ttl_s: float) -> bool:
         """Store `value` only if no newer `version` is cached, so a slow reader never puts an
         old state back over a new one. True when stored."""
+        ...
+
+    async def set_many_if_newer(
+        self, entries: Sequence[tuple[str, bytes, int]], ttl_s: float
+    ) -> None:
+        """`set_if_newer` of each (key, value, version), in one round trip on Redis."""
         ...
 
     async def get_versioned(self, key: str) -> tuple[int, bytes] | None: ...
@@ -80,6 +87,12 @@ class MemoryCache:
             return False
         self._put(key, value, version, ttl_s)
         return True
+
+    async def set_many_if_newer(
+        self, entries: Sequence[tuple[str, bytes, int]], ttl_s: float
+    ) -> None:
+        for key, value, version in entries:
+            await self.set_if_newer(key, value, version, ttl_s)
 
     async def get_versioned(self, key: str) -> tuple[int, bytes] | None:
         item = self._live(key)
@@ -152,6 +165,23 @@ class RedisCache:
             keys=[self._k(key)], args=[value, version, int(ttl_s * 1000)]
         )
         return bool(stored)
+
+    async def set_many_if_newer(
+        self, entries: Sequence[tuple[str, bytes, int]], ttl_s: float
+    ) -> None:
+        if len(entries) < 2:
+            for key, value, version in entries:
+                await self.set_if_newer(key, value, version, ttl_s)
+            return
+        ttl_ms = int(ttl_s * 1000)
+        pipe = self._redis.pipeline(transaction=False)
+        for key, value, version in entries:
+            pipe.evalsha(self._set_if_newer.sha, 1, self._k(key), value, version, ttl_ms)
+        try:
+            await pipe.execute()
+        except NoScriptError:  # Redis lost its scripts (restarted, or flushed them): load it
+            for key, value, version in entries:
+                await self.set_if_newer(key, value, version, ttl_s)
 
     async def get_versioned(self, key: str) -> tuple[int, bytes] | None:
         version, value = await self._redis.hmget(self._k(key), ["v", "b"])
