@@ -102,9 +102,9 @@ async def test_a_lost_connection_fails_as_itself_with_counts_pending(runtime: Ru
 
 async def test_a_database_savepoint_undoes_its_block_and_its_counts(runtime: Runtime) -> None:
     """`Database.savepoint` (the idempotent request's unit of work): a block that raises rolls
-    back its own rows and counts, the rest of the transaction keeps theirs. On both databases
-    it is the driver's own SAVEPOINT: no statement through SQLAlchemy (its nested transaction
-    costs about 240 us of CPU)."""
+    back its own rows and counts, the rest of the transaction keeps theirs. On SQLite it is the
+    driver's own SAVEPOINT: no statement through SQLAlchemy (its nested transaction costs about
+    240 us of CPU); on PostgreSQL a plain SAVEPOINT, and no RELEASE (the COMMIT releases it)."""
 
     def row(event_id: str) -> dict[str, object]:
         return dict(
@@ -145,4 +145,4 @@ async def test_a_database_savepoint_undoes_its_block_and_its_counts(runtime: Run
         kept = await conn.scalars(sa.select(dead_letters.c.event_id).order_by(dead_letters.c.id))
         assert sorted(kept) == ["evt_kept", "evt_outer"]
     savepoints = [s for s in statements if s in ("SAVEPOINT", "RELEASE", "ROLLBACK")]
-    assert savepoints == []
+    assert savepoints == ([] if runtime.db.is_sqlite else ["SAVEPOINT", "ROLLBACK", "SAVEPOINT"])

@@ -91,7 +91,7 @@ class Database:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
             if driver.is_in_transaction():
-                async with _pg_savepoint(conn, driver):
+                async with _pg_savepoint(conn):
                     yield
             else:  # the transaction's first statement: SQLAlchemy begins it, then the savepoint
                 async with conn.begin_nested():
@@ -136,23 +136,24 @@ _DEPTH = "paygate_savepoint_depth"
 
 
 @asynccontextmanager
-async def _pg_savepoint(conn: AsyncConnection, driver: Any) -> AsyncIterator[None]:
-    """On the driver, in the simple query protocol: one round trip each, none of SQLAlchemy's
-    nested-transaction work. A block that succeeds is not released: the COMMIT releases it, and
-    RELEASE would be a round trip more. Named by depth, so that a block inside another rolls back
-    to its own; a second block after the first reuses the name, and PostgreSQL rolls back to the
-    newest savepoint of that name."""
+async def _pg_savepoint(conn: AsyncConnection) -> AsyncIterator[None]:
+    """SAVEPOINT as a plain statement, none of SQLAlchemy's nested-transaction work, and no
+    RELEASE after a block that succeeds: the COMMIT releases it, and RELEASE would be a round
+    trip more. (Through SQLAlchemy all the same, so that a lost connection is reported as its
+    errors are, a 503 and not a 500.) Named by depth, so that a block inside another rolls back
+    to its own; a second block after the first reuses the name, and PostgreSQL rolls back to
+    the newest savepoint of that name."""
     sync = conn.sync_connection
     assert sync is not None  # a transaction's connection, begun
     depth = sync.info.get(_DEPTH, 0) + 1
     name = f"unit_{depth}"
-    await driver.execute(f"SAVEPOINT {name}")
+    await conn.exec_driver_sql(f"SAVEPOINT {name}")
     sync.info[_DEPTH] = depth
     sync.dispatch.savepoint(sync, name)
     try:
         yield
     except BaseException:
-        await driver.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        await conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
         sync.dispatch.rollback_savepoint(sync, name, None)
         raise
     else:
