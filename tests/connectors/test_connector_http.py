@@ -304,6 +304,29 @@ async def test_a_connection_the_bank_closed_while_idle_is_not_a_failure(bank_app
     assert bank.breaker.consecutive_failures == 0
 
 
+async def test_a_connection_idle_past_keepalive_is_not_used_again(bank_app) -> None:
+    # The bank's answer does not say which connection carried it: the server's view does.
+    ports: list[int] = []
+
+    async def noting(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            ports.append(scope["client"][1])
+        await bank_app(scope, receive, send)
+
+    with serving(noting) as url:
+        bank = HttpBankConnector(url, "bank_sk_test", keepalive_s=0.2)
+        try:
+            for n, pause in enumerate((0.0, 0.05, 0.4)):
+                await asyncio.sleep(pause)
+                assert (
+                    await bank.sale(PaymentRequest(f"pay_i{n}:sale", 100, "usd", CARD))
+                ).approved
+        finally:
+            await bank.aclose()
+    # Reused after 0.05 s; after 0.4 s idle (past 0.2), a new connection.
+    assert ports[0] == ports[1] and ports[2] != ports[1]
+
+
 def test_card_repr_masks_the_number() -> None:
     card = Card("4000056655665556", 1, 2031, "4321")
     for text in (repr(card), str(card), f"{card}", repr(pay("pay_1", card=card))):

@@ -118,6 +118,11 @@ class HttpBankConnector:
     At most `max_connections` requests are out at once; one that finds none free within
     `pool_timeout` is not sent (UNAVAILABLE, and no mark against the bank). `read_timeout` bounds
     each wait for the answer's bytes, and the three timeouts together bound a whole request.
+
+    A connection idle for more than `keepalive_s` is not used again: the bank closes idle
+    connections after a time of its own (the simulator, like uvicorn, after 5 s), and a request
+    sent just as the bank closes its connection is lost on the way, an UNKNOWN outcome to look
+    up. Below the bank's time, the connector never sends on a connection the bank is closing.
     """
 
     def __init__(
@@ -130,6 +135,7 @@ class HttpBankConnector:
         write_timeout: float = 5.0,
         pool_timeout: float = 2.0,
         max_connections: int = 100,
+        keepalive_s: float = 4.0,
         session: aiohttp.ClientSession | None = None,
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
@@ -146,6 +152,7 @@ class HttpBankConnector:
         )
         self._pool_timeout = pool_timeout
         self._max_connections = max_connections
+        self._keepalive_s = keepalive_s
         self._slots = asyncio.Semaphore(max_connections)
         self._owns_session = session is None
         self._session = session
@@ -168,7 +175,11 @@ class HttpBankConnector:
     def _client(self) -> aiohttp.ClientSession:
         # Made at the first request, inside the event loop that will use it.
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_s,
+            )
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
