@@ -108,7 +108,10 @@ async def test_a_holder_that_loses_its_lease_stops_its_job_until_it_has_it_again
     tasks = [asyncio.create_task(watch_overlap())]
     try:
         tasks.append(
-            asyncio.create_task(run_leased(first_db, name, job("first"), retry_s=0.05, check_s=0.1))
+            # After losing the lease it waits 0.5 s before trying again: the standby, trying
+            # every 0.05 s, takes it first (without the wait, under load the old holder could
+            # win it back, and the standby never take over).
+            asyncio.create_task(run_leased(first_db, name, job("first"), retry_s=0.5, check_s=0.1))
         )
         await _until(lambda: running["first"])
         tasks.append(

@@ -56,7 +56,8 @@ async def run_leased(
     check_s: float = 2.0,
 ) -> None:
     """Run `job()` while this process holds the lease `name`; when the lease is lost, cancel
-    the job and start it again once the lease is back. Returns when the job returns."""
+    the job, wait `retry_s`, and start it again once the lease is back. Returns when the job
+    returns."""
     if db.is_sqlite:
         await job()
         return
@@ -79,6 +80,9 @@ async def run_leased(
             task.result()  # the job's own exception, if it raised
             return
         log.warning("lease.lost", lease=name)
+        # A holder whose connection was cut lets a standby, already trying, take the lease
+        # first, rather than racing it back at once.
+        await asyncio.sleep(retry_s)
 
 
 async def _watch(conn: AsyncConnection, task: asyncio.Future[object], check_s: float) -> bool:
