@@ -1,6 +1,7 @@
 """API keys: restricted keys' scopes, listing without the keys, rolling with a grace period,
 revocation (at once here, within the key cache's time elsewhere), `last_used_at` written at most
-once a minute, and the audit log of every key change and admin action."""
+once a minute, the audit log of every key change and admin action, and one look-up shared by
+the requests that find a key's cache entry gone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from paygate.edge.keys import KeyCache, KeyRecord
 from paygate.ids import now_s
 from paygate.platform.db.tables import api_keys, audit_log
 from tests.edge.conftest import ADMIN, Api, Serve
@@ -265,3 +267,59 @@ async def test_publishable_keys_only_tokenize(sqlite_api: Api) -> None:
     for method, url in (("GET", "/v1/payments"), ("GET", "/v1/api_keys"), ("GET", "/v1/refunds")):
         r = await sqlite_api.client.request(method, url, headers=pk)
         assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+
+
+RECORD = KeyRecord(
+    id="key_1",
+    merchant_id="mer_1",
+    kind="secret",
+    livemode=False,
+    tier="standard",
+    api_version="2026-01-01",
+    permissions=(),
+    expires_at=None,
+    revoked_at=None,
+)
+
+
+async def test_requests_that_find_a_key_gone_share_one_look_up() -> None:
+    now = [0.0]
+    cache = KeyCache(ttl_s=1.0, clock=lambda: now[0])
+    looked: list[str] = []
+    gate = asyncio.Event()
+
+    async def load() -> KeyRecord | None:
+        looked.append("h")
+        await gate.wait()
+        return RECORD
+
+    waiting = [asyncio.create_task(cache.fetch("h", load)) for _ in range(10)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # a caller that gives up does not stop the look-up for the others
+    gate.set()
+    done = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert done[1:] == [RECORD] * 9 and looked == ["h"]
+    assert await cache.fetch("h", load) == RECORD and looked == ["h"]  # cached
+    now[0] = 1.5  # expired: looked up again
+    assert await cache.fetch("h", load) == RECORD and looked == ["h", "h"]
+
+
+async def test_a_failed_look_up_fails_its_waiters_and_the_next_one_tries_again() -> None:
+    cache = KeyCache(ttl_s=1.0)
+    calls: list[int] = []
+
+    async def broken() -> KeyRecord | None:
+        calls.append(1)
+        await asyncio.sleep(0)
+        raise DBAPIError("SELECT", {}, Exception("the database went away"))
+
+    results = await asyncio.gather(
+        *(cache.fetch("h", broken) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, DBAPIError) for r in results) and calls == [1]
+
+    async def unknown() -> KeyRecord | None:
+        return None
+
+    assert await cache.fetch("h", unknown) is None and cache.get("h") is None

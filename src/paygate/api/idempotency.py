@@ -57,6 +57,7 @@ _SCOPE = sa.and_(
     records.c.key == sa.bindparam("match_key"),
 )
 _FIND = sa.select(records).where(_SCOPE)
+_LOCK = sa.select(sa.func.pg_try_advisory_xact_lock(sa.bindparam("lock_id", type_=sa.BigInteger)))
 _FORGET = records.delete().where(_SCOPE)
 _SETTLE = records.update().where(_SCOPE)
 
@@ -141,9 +142,7 @@ async def execute(
     try:
         async with rt.db.transaction() as conn:
             if not rt.db.is_sqlite:
-                locked = await conn.scalar(
-                    sa.select(sa.func.pg_try_advisory_xact_lock(_lock_id(scope)))
-                )
+                locked = await conn.scalar(_LOCK, {"lock_id": _lock_id(scope)})
                 if not locked:
                     raise _in_flight()
             found = (await conn.execute(_FIND, match)).one_or_none()

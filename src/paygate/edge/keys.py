@@ -3,16 +3,19 @@
 Keys are stored as HMAC hashes (paygate.merchants.keys); a request's key is looked up by its hash,
 with its merchant's tier and API version, and kept `PAYGATE_KEY_CACHE_TTL_S` (1 s) in this
 process: a revocation here takes effect at once (the entry is dropped), one made in another
-process within that time. `last_used_at` is written in the background at most once a minute per
-key and process, never once per request, and the keys due meanwhile are written together: one
-write transaction for all of them, not one per key (with many merchants each sending now and
-then, nearly every request brings a key that is due).
+process within that time. When an entry expires under load, the requests that find it gone
+share one look-up rather than each making its own. `last_used_at` is written in the background
+at most once a minute per key and process, never once per request, and the keys due meanwhile
+are written together: one write transaction for all of them, not one per key (with many
+merchants each sending now and then, nearly every request brings a key that is due).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,13 +49,16 @@ class KeyRecord:
     revoked_at: int | None
 
 
+# Built once (docs/performance.md): matched by the key's hash.
+_LOAD = (
+    sa.select(api_keys, merchants.c.tier, merchants.c.api_version)
+    .join(merchants, merchants.c.id == api_keys.c.merchant_id)
+    .where(api_keys.c.key_hash == sa.bindparam("match_hash"))
+)
+
+
 async def load(conn: Any, key_hash: str) -> KeyRecord | None:
-    query = (
-        sa.select(api_keys, merchants.c.tier, merchants.c.api_version)
-        .join(merchants, merchants.c.id == api_keys.c.merchant_id)
-        .where(api_keys.c.key_hash == key_hash)
-    )
-    row = (await conn.execute(query)).mappings().one_or_none()
+    row = (await conn.execute(_LOAD, {"match_hash": key_hash})).mappings().one_or_none()
     if row is None:
         return None
     return KeyRecord(
@@ -77,12 +83,37 @@ class KeyCache:
         self._touched: dict[str, float] = {}
         self._due: set[str] = set()  # keys whose last_used_at waits to be written
         self._writing = False
+        self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     def get(self, key_hash: str) -> KeyRecord | None:
         item = self._by_hash.get(key_hash)
         if item is None or item[0] <= self.clock():
             return None
         return item[1]
+
+    async def fetch(
+        self, key_hash: str, load: Callable[[], Awaitable[KeyRecord | None]]
+    ) -> KeyRecord | None:
+        """The cached record, or `load()`'s, made once for all the requests that ask while it
+        runs (each waits for it; a caller cancelled meanwhile does not cancel it)."""
+        record = self.get(key_hash)
+        if record is not None:
+            return record
+        pending = self._loading.get(key_hash)
+        if pending is None:
+            pending = self._loading[key_hash] = asyncio.ensure_future(self._load(key_hash, load))
+        return await asyncio.shield(pending)
+
+    async def _load(
+        self, key_hash: str, load: Callable[[], Awaitable[KeyRecord | None]]
+    ) -> KeyRecord | None:
+        try:
+            record = await load()
+            if record is not None:
+                self.put(key_hash, record)
+            return record
+        finally:
+            del self._loading[key_hash]
 
     def put(self, key_hash: str, record: KeyRecord) -> None:
         if len(self._by_hash) >= self._max:
@@ -133,13 +164,14 @@ async def resolve(rt: Runtime, cache: KeyCache, token: str) -> Principal:
     if keys.parse(token) is None:
         raise AuthenticationFailed("Invalid API key provided.")
     key_hash = keys.key_hash(rt.hmac_key, token)
-    record = cache.get(key_hash)
-    if record is None:
+
+    async def look_up() -> KeyRecord | None:
         async with rt.db.read() as conn:
-            record = await load(conn, key_hash)
-        if record is None:
-            raise AuthenticationFailed("Invalid API key provided.")
-        cache.put(key_hash, record)
+            return await load(conn, key_hash)
+
+    record = await cache.fetch(key_hash, look_up)
+    if record is None:
+        raise AuthenticationFailed("Invalid API key provided.")
     if record.revoked_at is not None:
         raise AuthenticationFailed("Invalid API key provided.")
     if record.expires_at is not None and record.expires_at <= now_s():
