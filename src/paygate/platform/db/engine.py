@@ -88,14 +88,8 @@ class Database:
         inner block raises, its statements roll back alone and the error goes on. SQLAlchemy's
         savepoint listeners hear of it (paygate.platform.metrics keeps or drops its counts)."""
         if self._writers is None:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            if driver.is_in_transaction():
-                async with _pg_savepoint(conn):
-                    yield
-            else:  # the transaction's first statement: SQLAlchemy begins it, then the savepoint
-                async with conn.begin_nested():
-                    yield
+            async with _pg_savepoint(conn):
+                yield
             return
         async with group_commit.savepoint(conn):
             yield
