@@ -1,9 +1,16 @@
-"""Test helpers: request bodies and keys."""
+"""Test helpers: request bodies and keys, and the statements a database is sent."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from paygate.platform.db import Database
 
 ADMIN_KEY = "sk_admin_test_0123456789"
 VAULT_KEYS = "k1:" + "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # 32 fixed bytes, tests only
@@ -21,3 +28,20 @@ def payment_body(**overrides: Any) -> dict[str, Any]:
 
 def idem() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements sent to `db` inside the block, as SQLAlchemy sends them (leading
+    blanks stripped)."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.lstrip())
+
+    engine = db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)

@@ -16,7 +16,7 @@ from paygate.edge.keys import KeyCache, KeyRecord
 from paygate.ids import now_s
 from paygate.platform.db.tables import api_keys, audit_log
 from tests.edge.conftest import ADMIN, Api, Serve
-from tests.support import idem, payment_body
+from tests.support import idem, payment_body, statements
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -203,22 +203,13 @@ async def test_keys_used_together_have_last_used_written_together(api: Api) -> N
     await rt.drain()
     async with rt.db.transaction() as conn:
         await conn.execute(api_keys.update().values(last_used_at=None))
-    writes: list[int] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("UPDATE api_keys SET last_used_at"):
-            writes.append(1)
-
-    engine = rt.db.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements(rt.db) as sent:
         answers = await asyncio.gather(
             *(api.client.get("/v1/payments", headers=auth) for auth in auths)
         )
         assert all(r.status_code == 200 for r in answers)
         await rt.drain()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
+    writes = [s for s in sent if s.startswith("UPDATE api_keys SET last_used_at")]
     async with rt.db.read() as conn:
         query = sa.select(api_keys.c.last_used_at).where(api_keys.c.kind == "secret")
         used = [value for (value,) in (await conn.execute(query)).all()]

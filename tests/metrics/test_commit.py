@@ -15,7 +15,7 @@ from paygate.platform import metrics
 from paygate.platform.db.tables import dead_letters
 from paygate.runtime import Runtime
 from tests.metrics.support import scrape
-from tests.support import idem, payment_body
+from tests.support import idem, payment_body, statements
 
 
 class Boom(Exception):
@@ -119,14 +119,7 @@ async def test_a_database_savepoint_undoes_its_block_and_its_counts(runtime: Run
         )
 
     seen: list[str] = []
-    statements: list[str] = []
-
-    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement.split()[0].upper())
-
-    engine = runtime.db.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements(runtime.db) as sent:
         async with runtime.db.transaction() as conn:
             await conn.execute(dead_letters.insert(), row("evt_outer"))
             metrics.on_commit(conn, lambda: seen.append("outer"))
@@ -138,11 +131,10 @@ async def test_a_database_savepoint_undoes_its_block_and_its_counts(runtime: Run
             async with runtime.db.savepoint(conn):
                 await conn.execute(dead_letters.insert(), row("evt_kept"))
                 metrics.on_commit(conn, lambda: seen.append("kept"))
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
     assert seen == ["outer", "kept"]
     async with runtime.db.read() as conn:
         kept = await conn.scalars(sa.select(dead_letters.c.event_id).order_by(dead_letters.c.id))
         assert sorted(kept) == ["evt_kept", "evt_outer"]
-    savepoints = [s for s in statements if s in ("SAVEPOINT", "RELEASE", "ROLLBACK")]
+    words = [s.split()[0].upper() for s in sent]
+    savepoints = [s for s in words if s in ("SAVEPOINT", "RELEASE", "ROLLBACK")]
     assert savepoints == ([] if runtime.db.is_sqlite else ["SAVEPOINT", "ROLLBACK", "SAVEPOINT"])

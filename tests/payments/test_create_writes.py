@@ -5,8 +5,6 @@ its rows, not seven; a refused create writes none of them."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import sqlalchemy as sa
 
@@ -20,20 +18,9 @@ from paygate.platform.db.tables import (
     vault_cvcs,
 )
 from paygate.runtime import Runtime
-from tests.support import idem, payment_body
+from tests.support import idem, payment_body, statements
 
 TABLES = (vault_cards, payment_methods, payments, vault_cvcs, transaction_log, outbox)
-
-
-def writes_of(rt: Runtime) -> list[str]:
-    seen: list[str] = []
-
-    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith(("INSERT", "WITH")):
-            seen.append(statement)
-
-    sa.event.listen(rt.db.engine.sync_engine, "before_cursor_execute", note)
-    return seen
 
 
 async def counts(rt: Runtime) -> list[int]:
@@ -48,9 +35,10 @@ async def test_a_create_writes_its_rows_together(
     client: httpx.AsyncClient, runtime: Runtime, auth: dict[str, str]
 ) -> None:
     before = await counts(runtime)
-    seen = writes_of(runtime)
-    r = await client.post("/v1/payments", json=payment_body(), headers={**auth, **idem()})
+    with statements(runtime.db) as sent:
+        r = await client.post("/v1/payments", json=payment_body(), headers={**auth, **idem()})
     assert r.status_code == 202, r.text
+    seen = [s for s in sent if s.upper().startswith(("INSERT", "WITH"))]
     if runtime.db.is_sqlite:
         assert len(seen) == len(TABLES) + 1
     else:

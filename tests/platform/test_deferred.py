@@ -6,12 +6,12 @@ sends nothing; outside a block, rows go at once."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from paygate.platform.db import Database, deferred
+from tests.support import statements
 
 metadata = sa.MetaData()
 parents = sa.Table("deferred_parents", metadata, sa.Column("id", sa.String, primary_key=True))
@@ -33,25 +33,9 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-def inserts_of(db: Database) -> list[str]:
-    seen: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
-            seen.append(statement.split("(")[0].split()[-1])
-
-    sa.event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    return seen
-
-
-def statements_of(db: Database) -> list[str]:
-    seen: list[str] = []
-
-    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    sa.event.listen(db.engine.sync_engine, "before_cursor_execute", note)
-    return seen
+def inserted(sent: list[str]) -> list[str]:
+    """The tables of the inserts among `sent`, in order."""
+    return [s.split("(")[0].split()[-1] for s in sent if s.upper().startswith("INSERT")]
 
 
 async def count(db: Database, table: sa.Table) -> int:
@@ -60,57 +44,58 @@ async def count(db: Database, table: sa.Table) -> int:
 
 
 async def test_rows_go_as_one_insert_per_table_at_the_blocks_end(db: Database) -> None:
-    seen = inserts_of(db)
-    async with db.transaction() as conn:
-        async with deferred.deferred(conn):
-            for i in range(3):
-                await deferred.insert(conn, parents, {"id": f"p{i}"})
-                pair = [{"id": f"c{i}{x}", "parent_id": f"p{i}"} for x in "ab"]
-                await deferred.insert(conn, children, pair)
-            # A row with other columns goes in an insert of its own.
-            await deferred.insert(conn, children, {"id": "c9", "parent_id": "p0", "note": "n"})
-            assert seen == []  # nothing sent yet
-            assert await conn.scalar(sa.select(sa.func.count()).select_from(parents)) == 0
-        # Sent at the block's end, parents first (the children's foreign key needs them).
-        assert seen == ["deferred_parents", "deferred_children", "deferred_children"]
-    assert await count(db, parents) == 3
-    assert await count(db, children) == 7
+    with statements(db) as sent:
+        async with db.transaction() as conn:
+            async with deferred.deferred(conn):
+                for i in range(3):
+                    await deferred.insert(conn, parents, {"id": f"p{i}"})
+                    pair = [{"id": f"c{i}{x}", "parent_id": f"p{i}"} for x in "ab"]
+                    await deferred.insert(conn, children, pair)
+                # A row with other columns goes in an insert of its own.
+                await deferred.insert(conn, children, {"id": "c9", "parent_id": "p0", "note": "n"})
+                assert inserted(sent) == []  # nothing sent yet
+                assert await conn.scalar(sa.select(sa.func.count()).select_from(parents)) == 0
+            # Sent at the block's end, parents first (the children's foreign key needs them).
+            assert inserted(sent) == ["deferred_parents", "deferred_children", "deferred_children"]
+        assert await count(db, parents) == 3
+        assert await count(db, children) == 7
 
 
 async def test_a_block_that_raises_sends_nothing(db: Database) -> None:
-    seen = inserts_of(db)
-    async with db.transaction() as conn:
-        await deferred.insert(conn, parents, {"id": "kept"})  # outside a block: sent at once
-        with pytest.raises(RuntimeError):
-            async with deferred.deferred(conn):
-                await deferred.insert(conn, parents, {"id": "dropped"})
-                raise RuntimeError("the batch failed")
-        # The connection is no longer deferring.
-        await deferred.insert(conn, parents, {"id": "after"})
-    assert seen == ["deferred_parents", "deferred_parents"]
-    async with db.read() as conn:
-        ids = set((await conn.execute(sa.select(parents.c.id))).scalars())
-    assert ids == {"kept", "after"}
+    with statements(db) as sent:
+        async with db.transaction() as conn:
+            await deferred.insert(conn, parents, {"id": "kept"})  # outside a block: sent at once
+            with pytest.raises(RuntimeError):
+                async with deferred.deferred(conn):
+                    await deferred.insert(conn, parents, {"id": "dropped"})
+                    raise RuntimeError("the batch failed")
+            # The connection is no longer deferring.
+            await deferred.insert(conn, parents, {"id": "after"})
+        assert inserted(sent) == ["deferred_parents", "deferred_parents"]
+        async with db.read() as conn:
+            ids = set((await conn.execute(sa.select(parents.c.id))).scalars())
+        assert ids == {"kept", "after"}
 
 
 async def test_an_inner_block_leaves_its_rows_to_the_outer_one(db: Database) -> None:
-    seen = inserts_of(db)
-    async with db.transaction() as conn, deferred.deferred(conn):
-        async with deferred.deferred(conn):
-            await deferred.insert(conn, parents, {"id": "a"})
-        assert seen == []
-        await deferred.insert(conn, parents, {"id": "b"})
-    assert seen == ["deferred_parents"]
-    assert await count(db, parents) == 2
+    with statements(db) as sent:
+        async with db.transaction() as conn, deferred.deferred(conn):
+            async with deferred.deferred(conn):
+                await deferred.insert(conn, parents, {"id": "a"})
+            assert inserted(sent) == []
+            await deferred.insert(conn, parents, {"id": "b"})
+        assert inserted(sent) == ["deferred_parents"]
+        assert await count(db, parents) == 2
 
 
 async def test_one_row_a_table_goes_as_one_statement_on_postgresql(db: Database) -> None:
     async with db.transaction() as conn:
-        seen = statements_of(db)
-        async with deferred.deferred(conn):
-            await deferred.insert(conn, parents, {"id": "solo"})
-            await deferred.insert(conn, children, {"id": "kid", "parent_id": "solo", "note": "n"})
-        sent = list(seen)
+        with statements(db) as sent:
+            async with deferred.deferred(conn):
+                await deferred.insert(conn, parents, {"id": "solo"})
+                await deferred.insert(
+                    conn, children, {"id": "kid", "parent_id": "solo", "note": "n"}
+                )
     if db.is_sqlite:
         assert len(sent) == 2  # a call into the library each: nothing to save
     else:

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from paygate.platform.db import Database
+from tests.support import statements
 
 metadata = sa.MetaData()
 notes = sa.Table("single_write_notes", metadata, sa.Column("id", sa.String, primary_key=True))
@@ -69,17 +70,12 @@ async def test_a_single_write_sends_no_begin_or_commit(db: Database) -> None:
 @pytest.mark.postgres
 async def test_a_savepoint_that_succeeds_is_left_for_the_commit_to_release(db: Database) -> None:
     sent = await sent_to_postgresql(db)
-    statements: list[str] = []
-
-    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement.split()[0].upper())
-
-    sa.event.listen(db.engine.sync_engine, "before_cursor_execute", note)
-    async with db.transaction() as conn:
-        await conn.execute(notes.insert(), {"id": "first"})  # the transaction begun
-        async with db.savepoint(conn):
-            await conn.execute(notes.insert(), {"id": "kept"})
-    assert statements == ["INSERT", "SAVEPOINT", "INSERT"]  # no RELEASE
+    with statements(db) as seen:
+        async with db.transaction() as conn:
+            await conn.execute(notes.insert(), {"id": "first"})  # the transaction begun
+            async with db.savepoint(conn):
+                await conn.execute(notes.insert(), {"id": "kept"})
+    assert [s.split()[0].upper() for s in seen] == ["INSERT", "SAVEPOINT", "INSERT"]  # no RELEASE
     assert [q.split()[0].rstrip(";") for q in sent] == ["BEGIN", "COMMIT"]
     assert await ids(db) == {"first", "kept"}
 

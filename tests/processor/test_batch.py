@@ -7,13 +7,12 @@ outcome it reaches alone, the bank applies each operation once, and a batch deli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from paygate.connectors import PaymentRequest
 from paygate.processor import answers
@@ -21,6 +20,7 @@ from paygate.processor.service import Processor
 from paygate.runtime import Runtime
 from tests.processor.conftest import assessed, create, hold_sales, payment_of
 from tests.processor.records import attempt_states, bank_ops, event_payload, events_of, set_faults
+from tests.support import statements
 
 CASES = [
     # (card, capture, status, bank operations)
@@ -83,28 +83,12 @@ async def test_a_batch_reads_its_cards_and_cvcs_in_one_statement_each(
         return await real_sale(request)
 
     monkeypatch.setattr(processor.bank, "sale", sale)
-    with statements(runtime) as seen:
+    with statements(runtime.db) as seen:
         await processor.on_events(decisions)
     assert len([s for s in seen if s.startswith("SELECT") and "vault_" in s]) == 2
     assert sent == dict(zip(pids, cards, strict=True))
     outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
     assert outcomes == ["succeeded", "failed", "succeeded"]
-
-
-@contextmanager
-def statements(runtime: Runtime) -> Iterator[list[str]]:
-    """The statements sent to the database inside the block."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement.lstrip())
-
-    engine = runtime.db.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 def count_transactions(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -134,7 +118,7 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
     decisions = [await assessed(runtime, pid) for pid in pids]
     hold_sales(processor, monkeypatch, len(pids))
     opened = count_transactions(runtime, monkeypatch)
-    with statements(runtime) as seen:
+    with statements(runtime.db) as seen:
         await processor.on_events(decisions)
 
     assert len(opened) == 2  # the decisions, then every answer (one transaction each before)
