@@ -71,7 +71,7 @@ def serve(
     demo_keys = asyncio.run(_demo_merchant(settings)) if demo else None
     _banner(settings, demo_keys)
     uvicorn.run(
-        create_app(settings, embedded=True),
+        create_app(settings, embedded=True, settle_heap=True),
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -128,7 +128,7 @@ def api_app() -> Any:
     configure_logging(settings.log_format, settings.log_level)
     configure_tracing("paygate-api")
     exposition.reap_dead_processes()  # a restarted server process replaces one that died
-    application = create_app(settings)
+    application = create_app(settings, settle_heap=True)
     metrics.track_pool(application.state.runtime.db.engine)
     return application
 

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from paygate.config import Settings
 from paygate.pipeline import ROLES, Pipeline
-from paygate.platform import exposition, metrics
+from paygate.platform import exposition, heap, metrics
 from paygate.platform.logging import log
 from paygate.platform.nats_bus import connect_bus
 from paygate.runtime import Runtime
@@ -78,6 +78,7 @@ async def run_worker(role: str, settings: Settings, *, health_port: int | None =
         server = uvicorn.Server(config)
         server.lifespan = config.lifespan_class(config)
         await server.startup()
+    heap.settle()
     log.info("worker.started", role=role, health_port=health_port)
     await stop.wait()
     log.info("worker.stopping", role=role)

@@ -26,6 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
+from paygate.pipeline import ROLES
 from tests.cluster.topology import Cluster, Engines, alive, descendants, pids_serving
 from tests.support import ADMIN_KEY, payment_body
 
@@ -468,6 +469,9 @@ async def test_cluster_serves_on_every_process(cluster: Cluster) -> None:
         for c in clients:
             c.close()
     assert len(serving & api_processes) == 2, (serving, api_processes)
+    # Each API process and each worker froze its start-up objects once started.
+    settled = [line for line in cluster.log_lines() if "process.heap_settled" in line]
+    assert len(settled) >= 2 + len(ROLES), settled
 
     _merchant, key = await new_merchant(cluster)
     headers = {"Authorization": f"Bearer {key}", "Prefer": "wait=10"}

@@ -25,6 +25,7 @@ from paygate.ledger.routes import router as ledger_router
 from paygate.merchants.routes import router as merchants_router
 from paygate.notifications.routes import router as notifications_router
 from paygate.payments.routes import router as payments_router
+from paygate.platform import heap
 from paygate.platform.tracing import instrument_app
 from paygate.reconciliation.routes import router as reconciliation_router
 from paygate.refunds.routes import router as refunds_router
@@ -85,10 +86,12 @@ def create_app(
     runtime: Runtime | None = None,
     *,
     embedded: bool = False,
+    settle_heap: bool = False,
 ) -> FastAPI:
     """The API. `embedded` runs the whole gateway in this process: the bank simulator mounted
     under `/bank` (still called over HTTP) and the pipeline (relay, fraud, processor, recovery)
-    as background tasks."""
+    as background tasks. `settle_heap`: the app of a server process, which freezes what it built
+    once started (`paygate.platform.heap`); never for an app a test starts and drops."""
     settings = settings or get_settings()
     rt = runtime or Runtime.from_settings(settings)
     if embedded:
@@ -118,6 +121,8 @@ def create_app(
             bus = await connect_bus(settings.bus_url, settings.namespace)
             await bus.watch(rt.changed_elsewhere, skip=MOVING_EVENTS)
             rt.bus, rt.hears_every_change = bus, True
+        if settle_heap:
+            heap.settle()
         yield
         if pipeline is not None:
             await pipeline.stop()
