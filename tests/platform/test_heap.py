@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from paygate.platform import heap
+
 SETTLE = """
 import gc, json, weakref
 from paygate.platform import heap
@@ -28,6 +30,7 @@ walked = gc.get_objects()
 print(json.dumps({
     "frozen": frozen,
     "count": gc.get_freeze_count(),
+    "young": gc.get_threshold()[0],
     "cycle_collected": gone() is None,
     "kept_walked": any(o is kept for o in walked),
     "after_walked": any(o is made_after for o in walked),
@@ -66,6 +69,7 @@ def test_settle_collects_startups_garbage_then_freezes_the_rest() -> None:
     out = run(SETTLE)
     assert out["cycle_collected"] is True  # garbage is collected first, never frozen
     assert out["frozen"] == out["count"]
+    assert out["young"] == heap.YOUNG_THRESHOLD
     assert isinstance(out["frozen"], int) and out["frozen"] > 10_000  # the imported modules
     assert out["kept_walked"] is False  # a start-up object is out of the collector's walks
     assert out["after_walked"] is True  # what the process makes later is walked as before
