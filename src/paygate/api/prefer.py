@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paygate.payments import attempts
 from paygate.payments import service as payments
 from paygate.payments.models import RESTING
 from paygate.refunds import service as refunds
@@ -41,12 +40,6 @@ def wait_of(prefer: str) -> float | None:
     """The wait a `Prefer` header asks for, capped at `MAX_WAIT_S`."""
     match = _WAIT.search(prefer)
     return min(float(match.group(1)), MAX_WAIT_S) if match else None
-
-
-async def _payment_rests(conn: AsyncConnection, payment: dict[str, Any]) -> bool:
-    if payment["status"] not in RESTING:
-        return False
-    return not await attempts.open_for_payment(conn, payment["id"])
 
 
 async def _until(
@@ -86,8 +79,8 @@ def payment_waiter(
             return None
 
         async def read(conn: AsyncConnection) -> tuple[bool, Any]:
-            payment = await payments.get(conn, merchant_id, livemode, body["id"])
-            return await _payment_rests(conn, payment), payment
+            payment, rests = await payments.get_with_rest(conn, merchant_id, livemode, body["id"])
+            return rests, payment
 
         moving = body["status"] not in RESTING
         return 200, await _until(rt, body["id"], seconds, read, moving=moving), _applied(seconds)

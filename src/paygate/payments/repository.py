@@ -8,9 +8,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
+from paygate.payments.attempts import OPEN
 from paygate.platform.db import deferred
 from paygate.platform.db.pagination import Page, fetch_page
-from paygate.platform.db.tables import payments, transaction_log
+from paygate.platform.db.tables import bank_attempts, payments, transaction_log
 
 
 async def insert(conn: AsyncConnection, row: dict[str, Any]) -> None:
@@ -47,6 +48,24 @@ async def get(
     query = _GET_LOCKED if for_update else _GET
     params = {"match_id": payment_id, "match_merchant": merchant_id, "match_livemode": livemode}
     return (await conn.execute(query, params)).mappings().one_or_none()
+
+
+# The payment with whether any of its bank attempts is still open, in one statement: a payment
+# at a resting status may still move while one is (`Prefer: wait` waits for both).
+_GET_WITH_OPEN = _GET.add_columns(
+    sa.exists()
+    .where(bank_attempts.c.payment_id == payments.c.id, bank_attempts.c.status.in_(OPEN))
+    .label("has_open_attempt")
+)
+
+
+async def get_with_open_attempts(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str
+) -> tuple[sa.RowMapping | None, bool]:
+    """One payment of one merchant in one mode, and whether a bank attempt of it is open."""
+    params = {"match_id": payment_id, "match_merchant": merchant_id, "match_livemode": livemode}
+    row = (await conn.execute(_GET_WITH_OPEN, params)).mappings().one_or_none()
+    return row, bool(row is not None and row["has_open_attempt"])
 
 
 async def get_by_id(

@@ -13,7 +13,7 @@ from paygate.customers import service as customers
 from paygate.errors import InvalidRequest, NotFound, StateConflict
 from paygate.ids import new_id, now_s
 from paygate.payments import attempts, repository
-from paygate.payments.models import FAILURE_MESSAGES, PaymentState, Status
+from paygate.payments.models import FAILURE_MESSAGES, RESTING, PaymentState, Status
 from paygate.payments.schemas import PaymentCreate, render
 from paygate.platform import metrics, outbox
 from paygate.platform.db import deferred
@@ -141,6 +141,19 @@ async def get(
     conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str
 ) -> dict[str, Any]:
     return render(await _load(conn, merchant_id, livemode, payment_id))
+
+
+async def get_with_rest(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str
+) -> tuple[dict[str, Any], bool]:
+    """The payment, and whether it rests: a resting status and no bank attempt still open (a
+    payment failed at its deadline moves again if its open attempt turns out to have charged)."""
+    row, open_attempt = await repository.get_with_open_attempts(
+        conn, merchant_id, livemode, payment_id
+    )
+    if row is None:
+        raise NotFound("No such payment.", param="id")
+    return render(row), row["status"] in RESTING and not open_attempt
 
 
 async def get_versioned(
