@@ -26,9 +26,7 @@ async def rest_of(rt: Runtime, merchant_id: str, payment_id: str) -> tuple[str, 
 async def set_status(rt: Runtime, payment_id: str, status: str) -> None:
     async with rt.db.transaction() as conn:
         await conn.execute(
-            sa.update(payments_table)
-            .where(payments_table.c.id == payment_id)
-            .values(status=status)
+            sa.update(payments_table).where(payments_table.c.id == payment_id).values(status=status)
         )
 
 
