@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from paygate.platform.db import Database
+from tests.platform.conftest import cut_connections
 from tests.support import statements
 
 metadata = sa.MetaData()
@@ -114,3 +115,25 @@ async def test_a_savepoint_may_come_first_in_its_transaction(db: Database) -> No
         async with db.savepoint(conn):
             await conn.execute(notes.insert(), {"id": "kept"})
     assert await ids(db) == {"kept"}
+
+
+@pytest.mark.postgres
+async def test_a_connection_lost_inside_a_savepoint_reports_its_own_error(
+    own_pg_database: str,
+) -> None:
+    """The server cut the connection while the block ran (as a crash or a restart does): the
+    block's own error comes out, a lost connection (a 503 to an API caller), not the refusal
+    of the rollback to the savepoint on a connection that is gone (a 500)."""
+    db = Database(own_pg_database, pool_size=1)
+    try:
+        async with db.transaction() as conn:
+            await conn.run_sync(metadata.create_all)
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            async with db.transaction() as conn, db.savepoint(conn):
+                await conn.execute(notes.insert(), {"id": "lost"})
+                assert await cut_connections(own_pg_database) == 1
+                await conn.execute(notes.insert(), {"id": "never"})
+        assert raised.value.connection_invalidated, raised.value
+        assert await ids(db) == set()  # and the pool serves again
+    finally:
+        await db.dispose()

@@ -147,13 +147,22 @@ async def _pg_savepoint(conn: AsyncConnection) -> AsyncIterator[None]:
     try:
         yield
     except BaseException:
-        await conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-        sync.dispatch.rollback_savepoint(sync, name, None)
+        try:
+            await conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+        except Exception:
+            if not sync.invalidated:
+                raise
+            # The connection was lost in the block, and its transaction with it: nothing of
+            # the block can be committed. The block's own error says what happened (a lost
+            # connection, a 503), not the refused rollback on a connection that is gone.
+        else:
+            sync.dispatch.rollback_savepoint(sync, name, None)
         raise
     else:
         sync.dispatch.release_savepoint(sync, name, None)  # its work is kept
     finally:
-        sync.info[_DEPTH] = depth - 1
+        if not sync.invalidated:  # a lost connection's info is cleared as it is replaced
+            sync.info[_DEPTH] = depth - 1
 
 
 def ensure_sqlite_dir(url: str) -> None:
