@@ -141,6 +141,8 @@ def worker(
     ] = None,
 ) -> None:
     """One role of the pipeline, for scale-out deployments (needs PAYGATE_BUS_URL)."""
+    import uvloop
+
     from paygate.workers import WORKERS, run_worker
 
     if name not in WORKERS:
@@ -148,7 +150,9 @@ def worker(
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     configure_tracing(f"paygate-worker-{name}")
-    asyncio.run(run_worker(name, settings, health_port=health_port))
+    # On uvloop, the loop uvicorn runs the API on (docs/performance.md: a few per cent less CPU).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_worker(name, settings, health_port=health_port))
 
 
 @app.command()
