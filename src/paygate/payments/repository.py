@@ -61,11 +61,11 @@ _GET_WITH_OPEN = _GET.add_columns(
 
 async def get_with_open_attempts(
     conn: AsyncConnection, merchant_id: str, livemode: bool, payment_id: str
-) -> tuple[sa.RowMapping | None, bool]:
-    """One payment of one merchant in one mode, and whether a bank attempt of it is open."""
+) -> sa.RowMapping | None:
+    """One payment of one merchant in one mode, with `has_open_attempt`: whether a bank attempt
+    of it is still open."""
     params = {"match_id": payment_id, "match_merchant": merchant_id, "match_livemode": livemode}
-    row = (await conn.execute(_GET_WITH_OPEN, params)).mappings().one_or_none()
-    return row, bool(row is not None and row["has_open_attempt"])
+    return (await conn.execute(_GET_WITH_OPEN, params)).mappings().one_or_none()
 
 
 async def get_by_id(

@@ -43,7 +43,6 @@ async def create(
     """Accept a payment: vault the card (or use the token's, once), write the payment
     (`pending`), its first log entry and `payment.created`. The bank is not called here: the
     pipeline takes it from the outbox."""
-    payment_id = new_id("pay")
     method_in = request.payment_method
     card_in = method_in.card
     if card_in is not None and cards.expired(card_in.exp_month, card_in.exp_year):
@@ -52,89 +51,112 @@ async def create(
             param="payment_method.card.exp_year",
             code="invalid_expiry",
         )
-    # Nothing below reads back what it writes: its inserts go together at the block's end (on
-    # PostgreSQL as one statement).
+    # Nothing in `_write` reads back what it writes: its inserts go together at the block's end
+    # (on PostgreSQL as one statement).
     async with deferred.deferred(conn):
-        customer_id = None
-        if request.customer is not None:
-            spec = request.customer
-            customer_id = await customers.resolve(
-                conn, merchant_id, livemode, id=spec.id, email=spec.email, name=spec.name
-            )
-        now = now_s()
-        if method_in.token is not None:
-            card = await tokens.redeem(
-                conn,
-                keyring,
-                method_in.token,
-                merchant_id=merchant_id,
-                livemode=livemode,
-                payment_id=payment_id,
-            )
-            # The BIN for fraud rules (paygate.fraud.attributes); the token kept only the last 4.
-            card_bin = (await vault.reveal_card(conn, keyring, card.token))[:6]
-        else:
-            assert card_in is not None  # the schema takes exactly one of card and token
-            card_bin = card_in.number[:6]
-            fingerprint = keyring.fingerprint(card_in.number, "card")
-            card = tokens.VaultedCard(
-                token=await vault.store_card(conn, keyring, card_in.number, fingerprint),
-                brand=cards.brand(card_in.number),
-                last4=card_in.number[-4:],
-                exp_month=card_in.exp_month,
-                exp_year=card_in.exp_year,
-                fingerprint=fingerprint,
-                cvc=card_in.cvc,
-            )
-        method = {
-            "id": new_id("pm"),
-            "merchant_id": merchant_id,
-            "customer_id": customer_id,
-            "livemode": livemode,
-            "card_token": card.token,
-            "brand": card.brand,
-            "last4": card.last4,
-            "exp_month": card.exp_month,
-            "exp_year": card.exp_year,
-            "fingerprint": card.fingerprint,
-            "created": now,
-        }
-        await deferred.insert(conn, payment_methods, method)
-        state = PaymentState(status=Status.PENDING, amount=request.amount, capture=request.capture)
-        row = {
-            "id": payment_id,
-            "merchant_id": merchant_id,
-            "livemode": livemode,
-            **asdict(state),
-            "currency": request.currency,
-            "failure_message": None,
-            "payment_method_id": method["id"],
-            "payment_method": {
-                "type": "card",
-                "card": {
-                    k: method[k] for k in ("brand", "last4", "exp_month", "exp_year", "fingerprint")
-                },
-            },
-            "customer_id": customer_id,
-            "description": request.description,
-            "metadata": request.metadata,
-            "risk": None,
-            "card_bin": card_bin,
-            "ip_address": request.ip_address,
-            "version": 1,
-            "created": now,
-            "updated": now,
-        }
-        await repository.insert(conn, row)
-        if card.cvc is not None:
-            await vault.store_cvc(conn, keyring, row["id"], card.cvc, expires_at=now + cvc_ttl_s)
-        await repository.log(conn, row["id"], "payment.created", state.status, state.amount)
-        metrics.payment_changed(conn, state.status, None, before=None, created=now)
-        payment = render(row)
-        await outbox.emit(
-            conn, type="payment.created", obj=payment, merchant_id=merchant_id, sequence=1
+        return await _write(
+            conn,
+            keyring,
+            merchant_id=merchant_id,
+            livemode=livemode,
+            request=request,
+            cvc_ttl_s=cvc_ttl_s,
         )
-        return payment
+
+
+async def _write(
+    conn: AsyncConnection,
+    keyring: Keyring,
+    *,
+    merchant_id: str,
+    livemode: bool,
+    request: PaymentCreate,
+    cvc_ttl_s: int,
+) -> dict[str, Any]:
+    """The rows of an accepted payment (`create`, once its request is checked)."""
+    payment_id = new_id("pay")
+    method_in = request.payment_method
+    card_in = method_in.card
+    customer_id = None
+    if request.customer is not None:
+        spec = request.customer
+        customer_id = await customers.resolve(
+            conn, merchant_id, livemode, id=spec.id, email=spec.email, name=spec.name
+        )
+    now = now_s()
+    if method_in.token is not None:
+        card = await tokens.redeem(
+            conn,
+            keyring,
+            method_in.token,
+            merchant_id=merchant_id,
+            livemode=livemode,
+            payment_id=payment_id,
+        )
+        # The BIN for fraud rules (paygate.fraud.attributes); the token kept only the last 4.
+        card_bin = (await vault.reveal_card(conn, keyring, card.token))[:6]
+    else:
+        assert card_in is not None  # the schema takes exactly one of card and token
+        card_bin = card_in.number[:6]
+        fingerprint = keyring.fingerprint(card_in.number, "card")
+        card = tokens.VaultedCard(
+            token=await vault.store_card(conn, keyring, card_in.number, fingerprint),
+            brand=cards.brand(card_in.number),
+            last4=card_in.number[-4:],
+            exp_month=card_in.exp_month,
+            exp_year=card_in.exp_year,
+            fingerprint=fingerprint,
+            cvc=card_in.cvc,
+        )
+    method = {
+        "id": new_id("pm"),
+        "merchant_id": merchant_id,
+        "customer_id": customer_id,
+        "livemode": livemode,
+        "card_token": card.token,
+        "brand": card.brand,
+        "last4": card.last4,
+        "exp_month": card.exp_month,
+        "exp_year": card.exp_year,
+        "fingerprint": card.fingerprint,
+        "created": now,
+    }
+    await deferred.insert(conn, payment_methods, method)
+    state = PaymentState(status=Status.PENDING, amount=request.amount, capture=request.capture)
+    row = {
+        "id": payment_id,
+        "merchant_id": merchant_id,
+        "livemode": livemode,
+        **asdict(state),
+        "currency": request.currency,
+        "failure_message": None,
+        "payment_method_id": method["id"],
+        "payment_method": {
+            "type": "card",
+            "card": {
+                k: method[k] for k in ("brand", "last4", "exp_month", "exp_year", "fingerprint")
+            },
+        },
+        "customer_id": customer_id,
+        "description": request.description,
+        "metadata": request.metadata,
+        "risk": None,
+        "card_bin": card_bin,
+        "ip_address": request.ip_address,
+        "version": 1,
+        "created": now,
+        "updated": now,
+    }
+    await repository.insert(conn, row)
+    if card.cvc is not None:
+        await vault.store_cvc(conn, keyring, row["id"], card.cvc, expires_at=now + cvc_ttl_s)
+    await repository.log(conn, row["id"], "payment.created", state.status, state.amount)
+    metrics.payment_changed(conn, state.status, None, before=None, created=now)
+    payment = render(row)
+    await outbox.emit(
+        conn, type="payment.created", obj=payment, merchant_id=merchant_id, sequence=1
+    )
+    return payment
 
 
 async def get(
@@ -148,12 +170,10 @@ async def get_with_rest(
 ) -> tuple[dict[str, Any], bool]:
     """The payment, and whether it rests: a resting status and no bank attempt still open (a
     payment failed at its deadline moves again if its open attempt turns out to have charged)."""
-    row, open_attempt = await repository.get_with_open_attempts(
-        conn, merchant_id, livemode, payment_id
-    )
+    row = await repository.get_with_open_attempts(conn, merchant_id, livemode, payment_id)
     if row is None:
         raise NotFound("No such payment.", param="id")
-    return render(row), row["status"] in RESTING and not open_attempt
+    return render(row), row["status"] in RESTING and not row["has_open_attempt"]
 
 
 async def get_versioned(
