@@ -1,4 +1,5 @@
-"""The load generator: several OS processes, each an asyncio loop of httpx keep-alive clients.
+"""The load generator: several OS processes, each an asyncio loop of keep-alive clients
+(bench/client.py).
 
 The parent forks `processes` children; each runs `clients` concurrent clients of one scenario
 until the deadline and sends its `Tally` back with the CPU time it used itself
@@ -17,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import httpx
+from client import Client
 from scenarios import SCENARIOS, Ctx, Tally
 
 
@@ -61,9 +62,7 @@ async def _drive(job: Job, seed: int) -> Tally:
     def rng(i: int) -> random.Random:
         return random.Random(seed * 1000 + i)
 
-    limits = httpx.Limits(max_connections=job.clients, max_keepalive_connections=job.clients)
-    timeout = httpx.Timeout(30.0, connect=5.0)
-    async with httpx.AsyncClient(base_url=job.url, limits=limits, timeout=timeout) as client:
+    async with Client(job.url, connections=job.clients) as client:
         until = time.perf_counter() + job.seconds
         run = SCENARIOS[job.scenario]
         await asyncio.gather(

@@ -142,6 +142,7 @@ def print_report(results: dict[str, Any]) -> None:
             for name in ("accept", "end_to_end"):
                 _row(t, f"peer: localstripe {name}", results["peer"][name])
         console.print(t)
+        _busy_generator(console, res)
         for db in ("sqlite", "postgresql"):
             raw = res["limits"].get(f"batched_insert_{db}")
             if raw:
@@ -169,6 +170,26 @@ def print_report(results: dict[str, Any]) -> None:
                 f"{_x(vs['accept_p99'])}; end-to-end rate {_x(vs['end_to_end_rate'])}, "
                 f"end-to-end p99 {_x(vs['end_to_end_p99'])}"
             )
+
+
+# A generator process busier than this may have set the pace itself: its row measures the
+# generator as much as the server.
+BUSY_GENERATOR_PCT = 85.0
+
+
+def _busy_generator(console: Console, res: dict[str, Any]) -> None:
+    figures = {f"limit: {k}": v for k, v in res["limits"].items()} | res["scenarios"]
+    busy = [
+        f"{name} ({fig['generator']['busiest_process_cpu_pct']:.0f}%)"
+        for name, fig in figures.items()
+        if isinstance(fig, dict)
+        and fig.get("generator", {}).get("busiest_process_cpu_pct", 0) >= BUSY_GENERATOR_PCT
+    ]
+    if busy:
+        console.print(
+            f"[bold yellow]the load generator was busy[/] in {', '.join(busy)}: those rates may "
+            "be the generator's, not the server's (more --processes, or fewer clients)"
+        )
 
 
 def _processes(console: Console, res: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from client import ERRORS, Client
 
 WAIT = "wait=10"
 GOOD, DECLINED, NO_FUNDS = "4242424242424242", "4000000000000002", "4000000000009995"
@@ -62,7 +62,7 @@ class Tally:
 
 @dataclass
 class Ctx:
-    client: httpx.AsyncClient
+    client: Client
     key: str
     until: float
     tally: Tally
@@ -88,7 +88,7 @@ async def _loop(ctx: Ctx, one: Callable[[], Awaitable[None]]) -> None:
     while time.perf_counter() < ctx.until:
         try:
             await one()
-        except httpx.HTTPError as exc:
+        except ERRORS as exc:
             ctx.tally.bump(ctx.tally.errors, type(exc).__name__)
             await asyncio.sleep(0.05)  # a gateway that is down is not hammered
 
