@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     webhook_allow_private: bool = False
     webhook_backoff_scale: float = 1.0
+    # Webhooks in flight to one endpoint at once, per notifier process (paygate.notifications.loop).
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
     recovery_backoff_scale: float = 1.0
     auth_deadline_s: float = 60.0
     smtp_url: str | None = None

@@ -59,7 +59,7 @@ async def notifier(runtime: Runtime, bank_url: str) -> AsyncIterator[Notificatio
     """Wired as the pipeline wires it: registered on its bus before the bus starts, the loop as
     a task. The global cap is small, so that the isolation test shows the per-endpoint bound at
     work: without it, a slow endpoint's backlog would take every slot."""
-    service = NotificationService(runtime, poll_s=0.05, max_in_flight=6)
+    service = NotificationService(runtime, poll_s=0.05, max_in_flight=6, per_endpoint=4)
     bank = quick_connector(bank_url)
     async with running_pipeline(runtime, bank, wire=lambda p: service.register(p.bus)):
         task = asyncio.create_task(service.run(), name="notifications")

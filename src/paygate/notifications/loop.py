@@ -1,8 +1,14 @@
 """The delivery loop: claims due deliveries and messages under a lease (on PostgreSQL with
 `FOR UPDATE SKIP LOCKED`, so several processes can share the work; SQLite has one process) and
 sends them concurrently: at most `per_endpoint` in flight per endpoint and `max_in_flight` in
-all, so one dead or slow endpoint holds a few slots and no more. Each outcome is recorded, with
-the next try (exponential back-off with jitter) or, after the retry window, `dead`."""
+all, so one dead or slow endpoint holds some slots and no more. Each outcome is recorded, with
+the next try (exponential back-off with jitter) or, after the retry window, `dead`; the outcomes
+of sends that end together are recorded in one transaction (`Coalescer`).
+
+How many are in flight to one endpoint bounds what it receives: by Little's law, a merchant
+gets at most `per_endpoint` webhooks per round trip of a delivery (the send, then its record
+committed), and in a busy process that round trip is a tenth of a second or more
+(docs/performance.md). `PAYGATE_WEBHOOK_CONCURRENCY` sets it per notifier process."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,11 +33,23 @@ from paygate.notifications.sending import MessageSender
 from paygate.notifications.sms import SmsSender, masked
 from paygate.notifications.webhooks import Job, WebhookClient, signing_secrets
 from paygate.platform import metrics
+from paygate.platform.coalesce import Coalescer, Submission
 from paygate.platform.logging import log
 from paygate.platform.tasks import reraise_if_cancelling
 from paygate.runtime import Runtime
 
 MIN_WAIT_S = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A send's outcome, to be written on its delivery."""
+
+    delivery_id: str
+    status: str
+    attempts: int
+    next_attempt_at: float | None
+    attempt: dict[str, Any]
 
 
 class DeliveryLoop:
@@ -62,6 +81,9 @@ class DeliveryLoop:
         self._per_endpoint: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._outcomes: Coalescer[_Outcome, None] = Coalescer(
+            self._record, key=lambda outcome: outcome.delivery_id
+        )
 
     def wake(self) -> None:
         """New rows are due: look now rather than at the next poll."""
@@ -220,15 +242,7 @@ class DeliveryLoop:
             "next_attempt_at": math.ceil(retry_at) if retry_at is not None else None,
             "created": now_s(),
         }
-        async with self.rt.db.transaction() as conn:
-            await repo.record_attempt(
-                conn,
-                job.delivery_id,
-                status=status,
-                attempts=number,
-                next_attempt_at=retry_at,
-                attempt=attempt,
-            )
+        await self._outcomes.submit(_Outcome(job.delivery_id, status, number, retry_at, attempt))
         metrics.webhook_attempt(status, outcome.duration_ms)  # committed: counted once
         fields = {
             "delivery_id": job.delivery_id,
@@ -244,6 +258,23 @@ class DeliveryLoop:
             log.warning("webhook.dead_lettered", error=outcome.error, **fields)
         else:
             log.info("webhook.failed", error=outcome.error, **fields)
+
+    async def _record(self, batch: list[Submission[_Outcome, None]]) -> list[None | BaseException]:
+        """The outcomes of the sends that ended together, in one transaction. If it fails, each
+        send's task fails with its error, and the deliveries are tried again once their leases
+        run out (a webhook may be sent more than once, never lost)."""
+        async with self.rt.db.transaction() as conn:
+            for item in batch:
+                o = item.value
+                await repo.record_attempt(
+                    conn,
+                    o.delivery_id,
+                    status=o.status,
+                    attempts=o.attempts,
+                    next_attempt_at=o.next_attempt_at,
+                    attempt=o.attempt,
+                )
+        return [None] * len(batch)
 
     async def _send_message(self, message: sa.RowMapping) -> None:
         ok, error = await self._messages.send(message)

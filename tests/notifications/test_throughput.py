@@ -1,0 +1,108 @@
+"""What one endpoint can receive: as many webhooks in flight as `PAYGATE_WEBHOOK_CONCURRENCY`
+allows, and the outcomes of sends that end together recorded in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from paygate.config import Settings
+from paygate.notifications.tables import webhook_attempts, webhook_deliveries
+from paygate.notifications.worker import NotificationService
+from paygate.runtime import Runtime
+from tests.conftest import make_settings
+from tests.notifications.conftest import Events
+from tests.notifications.support import Receiver, eventually
+from tests.notifications.test_delivery import endpoint, pay
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(
+        tmp_path,
+        database_url,
+        webhook_allow_private=True,
+        webhook_backoff_scale=1e-4,
+        webhook_concurrency=3,
+    )
+
+
+async def delivered(runtime: Runtime) -> list[tuple[Any, ...]]:
+    """(status, attempts, attempt rows) of every delivery."""
+    async with runtime.db.read() as conn:
+        rows = await conn.execute(
+            sa.select(
+                webhook_deliveries.c.status,
+                webhook_deliveries.c.attempts,
+                sa.select(sa.func.count())
+                .where(webhook_attempts.c.delivery_id == webhook_deliveries.c.id)
+                .scalar_subquery(),
+            )
+        )
+        return [tuple(r) for r in rows]
+
+
+async def test_an_endpoint_gets_as_many_at_once_as_the_setting_allows(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    receiver: Receiver,
+    events: Events,
+    notifier: NotificationService,
+) -> None:
+    receiver.behave("/slow", delay_s=0.4)
+    await endpoint(client, auth, receiver.url("/slow"), ["payment.created"])
+    for _ in range(7):
+        await pay(client, auth)
+    await events.relay_all()
+    await eventually(lambda: len(receiver.at("/slow")) == 7, timeout_s=10)
+    assert receiver.behaviours["/slow"].peak == 3
+    await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 7)
+
+
+async def test_outcomes_that_end_together_are_recorded_in_one_transaction(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    receiver: Receiver,
+    events: Events,
+    notifier: NotificationService,
+) -> None:
+    loop = notifier.loop
+    record, sizes = loop._record, []
+
+    async def watched(batch: list[Any]) -> list[BaseException | None]:
+        if not sizes:  # the first batch waits until every send has come back
+            await eventually(lambda: len(batch) + len(loop._outcomes._queue) == 3)
+        sizes.append(len(batch))
+        return await record(batch)
+
+    loop._record = watched  # type: ignore[method-assign]
+    loop._outcomes._run = watched
+    await endpoint(client, auth, receiver.url("/hooks"), ["payment.created"])
+    for _ in range(3):
+        await pay(client, auth)
+    await events.relay_all()
+    await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 3)
+    # Three outcomes, fewer transactions: those that came back while one was written shared
+    # the next.
+    assert sum(sizes) == 3 and len(sizes) < 3, sizes
+    assert len(receiver.at("/hooks")) == 3
+
+
+async def settles(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
+    """Until `await read()` equals `expected` (a send's answer reaches the receiver a moment
+    before its outcome is recorded), or fail."""
+    got = None
+    for _ in range(500):
+        got = await read()
+        if got == expected:
+            return
+        await asyncio.sleep(0.02)
+    assert got == expected
