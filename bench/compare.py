@@ -93,10 +93,11 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
     folder = Path(tempfile.mkdtemp(prefix=f"paygate-compare-{side}-"))
     pg = servers.Postgres(folder / "postgres") if a.mode == "scaleout" else None
     redis = servers.Redis(folder / "redis") if a.mode == "scaleout" else None
+    sink, webhooks = servers.sink(folder)  # the merchant's endpoint, as in `make bench`
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(src)  # the side's code, ahead of the installed package
     try:
-        gw = servers.Gateway(a.mode, folder, pg, redis)
+        gw = servers.Gateway(a.mode, folder, pg, redis, webhooks=webhooks)
         gw.server.env.update(env)
         gw.start()
         key = gw.create_merchant()
@@ -126,6 +127,7 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
+        sink.stop()
         for engine in (pg, redis):
             if engine is not None:
                 engine.stop()

@@ -152,8 +152,9 @@ def run_gateway(mode: str, folder: Path, a: argparse.Namespace) -> dict[str, Any
     pg = servers.Postgres(folder / "postgres") if mode == "scaleout" else None
     redis = servers.Redis(folder / "redis") if mode == "scaleout" else None
     gw: servers.Gateway | None = None
+    sink, webhooks = servers.sink(folder)
     try:
-        gw = servers.Gateway(mode, folder, pg, redis)
+        gw = servers.Gateway(mode, folder, pg, redis, webhooks=webhooks)
         t0 = time.monotonic()
         if a.smoke:
             # A smoke run's figures mean nothing: the gateway boots while the limits run.
@@ -177,8 +178,11 @@ def run_gateway(mode: str, folder: Path, a: argparse.Namespace) -> dict[str, Any
             job = _job(name, gw.url, key, a, ids)
             say(f"gateway: {mode} {name}, {a.seconds:g} s")
             succeeded0 = gw.db_counters()["succeeded"] or 0
+            sent0 = servers.received(webhooks)
             figures, out = measure(job, a.processes, gw.sample, gw.db_counters)
             figures["drain"] = drain(gw.backlog, timeout=max(30.0, 12 * a.seconds))
+            # Sent during the scenario and its drain; the last ones may still be on their way.
+            figures["webhooks_received"] = servers.received(webhooks) - sent0
             if name == "accept":
                 # What the pipeline finished of the accepted payments, the backlog included.
                 done = (gw.db_counters()["succeeded"] or 0) - succeeded0
@@ -187,12 +191,14 @@ def run_gateway(mode: str, folder: Path, a: argparse.Namespace) -> dict[str, Any
             scenarios[name] = figures
             acked += out.tally.acked
         result["scenarios"] = scenarios
+        result["webhook_events"] = list(servers.OUTCOME_EVENTS)
         result["footprint"] = gw.footprint(since=empty)
         result["durability"] = durability(gw, acked, a)
         return result
     finally:
         if gw is not None:
             gw.server.stop()
+        sink.stop()
         if pg is not None:
             pg.stop()
         if redis is not None:

@@ -1,5 +1,6 @@
 """The processes under test: the gateway (`paygate serve` or `paygate cluster`), the limits'
-server, PostgreSQL (pgserver) and the peer (localstripe), each started here and stopped here.
+server, PostgreSQL (pgserver), the merchant's webhook endpoint (bench/sink.py) and the peer
+(localstripe), each started here and stopped here.
 
 Every server runs in a process group of its own, so that a stop or a hard kill reaches what it
 forked (uvicorn's workers, the cluster's services, which take groups of their own in turn: a
@@ -28,6 +29,16 @@ from paygate.pipeline import ROLES
 
 BENCH = Path(__file__).resolve().parent
 PAYGATE = [sys.executable, "-m", "paygate.cli"]
+# The events the bench merchant's webhook endpoint takes: each payment's and refund's outcome,
+# what a shop acts on (one webhook a payment).
+OUTCOME_EVENTS = (
+    "payment.succeeded",
+    "payment.failed",
+    "payment.canceled",
+    "payment.requires_capture",
+    "refund.succeeded",
+    "refund.failed",
+)
 
 
 def free_port() -> int:
@@ -230,11 +241,14 @@ class Gateway:
         pg: Postgres | None = None,
         redis: Redis | None = None,
         extra_env: dict[str, str] | None = None,
+        webhooks: str | None = None,
     ) -> None:
         """`pg` with the embedded mode: `paygate serve` on that PostgreSQL instead of SQLite.
         `extra_env`: PAYGATE_ settings of the caller's run (bench/growth.py turns the read
-        cache off)."""
+        cache off). `webhooks`: the URL of the merchant's webhook endpoint (`sink`), which
+        `create_merchant` registers for `OUTCOME_EVENTS`."""
         self.mode, self.folder, self.pg, self.redis = mode, folder, pg, redis
+        self.webhooks = webhooks
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_key = "sk_admin_" + uuid.uuid4().hex
@@ -248,6 +262,8 @@ class Gateway:
             PAYGATE_PORT=str(self.port),
             PAYGATE_LOG_FORMAT="json",
         )
+        if webhooks is not None:  # the sink listens on the loopback
+            env["PAYGATE_WEBHOOK_ALLOW_PRIVATE"] = "true"
         for name in ("PAYGATE_LOG_LEVEL",):  # the one setting a caller may pass through
             if name in os.environ:
                 env[name] = os.environ[name]
@@ -298,9 +314,21 @@ class Gateway:
             r = httpx.post(f"{self.url}/v1/merchants", json=body, headers=headers, timeout=30)
             if r.status_code in (200, 201):
                 self.merchant_key = r.json()["api_key"]
+                if self.webhooks is not None:
+                    self._add_endpoint(self.webhooks)
                 return self.merchant_key
             time.sleep(1.0)
         raise RuntimeError(f"could not create the merchant: {r.status_code} {r.text[:300]}")
+
+    def _add_endpoint(self, url: str) -> None:
+        headers = {
+            "Authorization": f"Bearer {self.merchant_key}",
+            "Idempotency-Key": uuid.uuid4().hex,
+        }
+        body = {"url": url, "enabled_events": list(OUTCOME_EVENTS)}
+        r = httpx.post(f"{self.url}/v1/webhook_endpoints", json=body, headers=headers, timeout=30)
+        if r.status_code != 201:
+            raise RuntimeError(f"could not add the webhook endpoint: {r.status_code} {r.text}")
 
     def marker(self) -> str:
         return str(self.folder)
@@ -425,6 +453,24 @@ def limits_server(folder: Path, db_url: str, processes: int) -> tuple[Server, st
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/json", 60, server.proc)
     return server, url
+
+
+def sink(folder: Path) -> tuple[Server, str]:
+    """The merchant's webhook endpoint (bench/sink.py); its URL takes every POST."""
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "sink.py"), "--port", str(port)]
+    server = Server("sink", argv, base_env(), folder / "sink.log")
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/count", 60, server.proc)
+    return server, f"{url}/webhooks"
+
+
+def received(sink_url: str) -> int:
+    """How many webhooks the sink at `sink_url` (as `sink` gave it) has received."""
+    base = sink_url.rsplit("/", 1)[0]
+    count: int = httpx.get(f"{base}/count", timeout=30).json()["received"]
+    return count
 
 
 def localstripe(folder: Path) -> tuple[Server, str]:

@@ -123,6 +123,10 @@ def test_smoke_json_holds_every_figure(smoke: Any) -> None:
     assert _is(embedded["scenarios"]["accept"]["accepted_per_s"], float)
     assert _is(embedded["scenarios"]["end_to_end"]["completed_per_s"], float)
     assert embedded["scenarios"]["status_reads"]["accepted_per_s"] is None
+    # The merchant's endpoint takes the outcome events: the payments' webhooks reached it.
+    assert "payment.succeeded" in embedded["webhook_events"]
+    assert all(_is(embedded["scenarios"][n]["webhooks_received"], int) for n in SCENARIOS)
+    assert sum(embedded["scenarios"][n]["webhooks_received"] for n in SCENARIOS) > 0
 
 
 def test_smoke_durability_and_peer(smoke: Any) -> None:
