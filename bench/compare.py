@@ -105,6 +105,7 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
         for name in a.scenarios.split(","):
             job = loadgen.Job(name, gw.url, key, a.seconds, a.clients // a.processes)
             shared0, pg0, redis0 = _group_commits(gw.url), _pg_commits(gw), _redis_commands(gw)
+            sent0 = servers.received(webhooks)
             figures, _ = measure(job, a.processes, gw.sample)
             shared1, pg1 = _group_commits(gw.url), _pg_commits(gw)
             if shared0 and shared1 and shared1[0] > shared0[0]:
@@ -116,6 +117,9 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
                 figures["commits_per_s"] = round(commits / figures["seconds"], 1)
                 figures["commits_per_wal_sync"] = round(commits / syncs, 2) if syncs else None
             drain(gw.backlog, timeout=120)
+            if figures["ops"]:  # the webhooks sent by the end of the drain, per operation
+                sent = servers.received(webhooks) - sent0
+                figures["webhooks_per_op"] = round(sent / int(figures["ops"]), 2)
             redis1 = _redis_commands(gw)  # after the drain: the pipeline's work of every payment
             if redis0 is not None and redis1 is not None and figures["ops"]:
                 figures["redis_per_op"] = round((redis1 - redis0) / int(figures["ops"]), 2)
@@ -149,6 +153,7 @@ FIGURES = (
     ("outcome p50", lambda f: (f["outcome_ms"] or {}).get("p50")),
     ("outcome p99", lambda f: (f["outcome_ms"] or {}).get("p99")),
     ("CPU ms/op", lambda f: f["server"]["cpu_ms_per_op"]),
+    ("webhooks/op", lambda f: f.get("webhooks_per_op")),
     *(
         (f"{role} CPU ms/op", lambda f, role=role: _role_cpu(f, role))
         for role in ("server worker", "relay", "fraud", "processor", "notifier")
