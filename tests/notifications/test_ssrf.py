@@ -4,14 +4,21 @@ connection (after DNS resolution), unless `PAYGATE_WEBHOOK_ALLOW_PRIVATE` is set
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from pathlib import Path
+from typing import Any
 
-import httpcore
 import httpx
 import pytest
 
 from paygate.config import Settings
-from paygate.notifications.guard import DestinationRefused, GuardedBackend, url_refused
+from paygate.notifications.guard import (
+    DestinationRefused,
+    GuardedResolver,
+    literal_refused,
+    url_refused,
+)
 from paygate.notifications.models import new_secret
 from paygate.notifications.webhooks import Job, WebhookClient
 from tests.conftest import make_settings
@@ -75,14 +82,47 @@ async def test_a_name_that_does_not_resolve_yet_is_accepted_and_checked_when_sen
 
 
 async def test_every_connection_is_checked_after_resolution() -> None:
-    guarded = GuardedBackend(allow_private=False)
+    guarded = GuardedResolver()
     for host in ("127.0.0.1", "::1", "10.1.2.3", "169.254.169.254", "localhost"):
         with pytest.raises(DestinationRefused):
-            await guarded.connect_tcp(host, 80, timeout=2)
-    with pytest.raises(DestinationRefused):
-        await guarded.connect_unix_socket("/var/run/docker.sock")
-    with pytest.raises(httpcore.ConnectError):
-        await guarded.connect_tcp("name.invalid", 80, timeout=2)
+            await guarded.resolve(host, 80, socket.AF_UNSPEC)
+    with pytest.raises(OSError) as raised:
+        await guarded.resolve("name.invalid", 80)
+    assert not isinstance(raised.value, DestinationRefused)
+    # aiohttp never asks a resolver about an address written in the URL: checked apart.
+    for host in ("127.0.0.1", "::ffff:127.0.0.1", "fe80::1", "10.0.0.5"):
+        assert literal_refused(host) is not None, host
+    assert literal_refused("93.184.216.34") is None and literal_refused("hooks.example") is None
+
+
+async def test_a_name_that_resolves_to_an_internal_address_is_refused_when_sending(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The name passed the API's check once; now it resolves to this machine (DNS rebinding).
+    port = receiver.server.server_address[1]
+
+    async def rebound(host: str, port_: int, **_: Any) -> list[Any]:
+        assert host == "hooks.example"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port_))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", rebound)
+    job = Job("whq_1", "evt_1", "we_1", 0, 0.0, f"http://hooks.example:{port}/in", b"{}", ("s",))
+    refusing = WebhookClient(allow_private=False, timeout_s=2)
+    try:
+        outcome = await refusing.send(job)
+    finally:
+        await refusing.aclose()
+    assert not outcome.ok and outcome.response_status is None
+    assert outcome.error == "refused: the host hooks.example resolves to a loopback address"
+    assert receiver.requests == []
+
+    allowing = WebhookClient(allow_private=True, timeout_s=2)  # the same look-up, let through
+    try:
+        outcome = await allowing.send(job)
+    finally:
+        await allowing.aclose()
+    assert outcome.ok and [r.path for r in receiver.requests] == ["/in"]
+    assert receiver.requests[0].headers["Host"] == f"hooks.example:{port}"
 
 
 async def test_a_send_to_a_refused_target_never_connects(receiver: Receiver) -> None:

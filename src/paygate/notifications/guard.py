@@ -1,32 +1,34 @@
 """Server-side request forgery guard for webhook URLs.
 
-A URL's name is checked where the connection is made: the host is resolved, every address it
-resolves to must be public (`models.address_refused`), and the connection goes to one of those
-checked addresses, so a name that resolves differently a moment later (DNS rebinding) cannot
-reach an internal address. TLS still verifies the certificate and sends SNI for the name, since
-the connection pool starts TLS with the URL's host. Redirects are never followed.
+A URL's name is checked where the connection is made: aiohttp's connector asks `GuardedResolver`
+for the addresses of the host, every address it resolves to must be public
+(`models.address_refused`), and the connector connects only to those checked addresses, so a
+name that resolves differently a moment later (DNS rebinding) cannot reach an internal address.
+TLS still verifies the certificate and sends SNI for the name (each address carries the name it
+was resolved from). aiohttp never asks a resolver about an address written in the URL itself:
+`literal_refused` checks those before the request. Redirects are never followed.
 
-The check lives in an httpcore network backend under httpx's pooled transport; the API runs the
-same check when an endpoint is created or changed, so a merchant hears of a refused URL at once.
+The API runs the same check when an endpoint is created or changed, so a merchant hears of a
+refused URL at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
-import typing
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from paygate.notifications.models import address_refused, host_name_refused
 
 RESOLVE_TIMEOUT_S = 5.0
 MAX_URL_LENGTH = 2048
+_NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 
 
-class DestinationRefused(httpcore.ConnectError):
+class DestinationRefused(OSError):
     """The destination is not a public address; the attempt is refused before connecting."""
 
 
@@ -46,78 +48,57 @@ def _refusal(host: str, addresses: list[str]) -> str | None:
     return None
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks every address, then connects to a checked address."""
+def literal_refused(host: str) -> str | None:
+    """Why a URL whose host is an IP address (`[::1]` without its brackets) may not be reached,
+    or None (None too for a name: `GuardedResolver` checks those)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    return _refusal(host, [host])
 
-    def __init__(self, allow_private: bool = False) -> None:
-        self.allow_private = allow_private
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's backend interface)
-        local_address: str | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        if self.allow_private:
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+class GuardedResolver(AbstractResolver):
+    """Resolves a webhook host for aiohttp's connector and refuses it unless every address is
+    public; the connector then connects to the addresses returned, and only to those."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         named = host_name_refused(host)
         if named is not None:
             raise DestinationRefused(f"the host is {named}")
-        try:
-            addresses = await resolve(host, port, timeout or RESOLVE_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            raise httpcore.ConnectError("the host name could not be resolved") from exc
-        reason = _refusal(host, addresses)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
+        reason = _refusal(host, [str(info[4][0]) for info in infos])
         if reason is not None:
             raise DestinationRefused(reason)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        raise last or httpcore.ConnectError("no address to connect to")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address[0]),
+                port=int(address[1]),
+                family=fam,
+                proto=proto,
+                flags=_NUMERIC,
+            )
+            for fam, _type, proto, _name, address in infos
+        ]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's backend interface)
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise DestinationRefused("webhooks are sent over TCP only")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's pooled transport, every connection of which goes through `GuardedBackend`."""
-
-    def __init__(self, *, allow_private: bool, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        # httpx offers no hook for the network backend: its pool is rebuilt here, the same one
-        # with the guard, and httpx keeps mapping the pool's errors to its own.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(allow_private),
-        )
+    async def close(self) -> None:
+        """Nothing to release: the look-ups are the event loop's."""
 
 
 def refused_by_guard(exc: BaseException) -> str | None:
-    """The guard's reason when `exc` (as httpx raised it) is a refused destination."""
+    """The guard's reason when `exc` (as aiohttp raised it) is a refused destination."""
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(8):  # the error, what it wraps, and their causes
+        if seen is None:
+            break
         if isinstance(seen, DestinationRefused):
             return str(seen)
-        seen = seen.__cause__
+        seen = getattr(seen, "os_error", None) or seen.__cause__
     return None
 
 

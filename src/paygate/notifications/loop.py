@@ -259,7 +259,7 @@ class DeliveryLoop:
         else:
             log.info("webhook.failed", error=outcome.error, **fields)
 
-    async def _record(self, batch: list[Submission[_Outcome, None]]) -> list[None | BaseException]:
+    async def _record(self, batch: list[Submission[_Outcome, None]]) -> list[BaseException | None]:
         """The outcomes of the sends that ended together, in one transaction. If it fails, each
         send's task fails with its error, and the deliveries are tried again once their leases
         run out (a webhook may be sent more than once, never lost)."""
