@@ -84,6 +84,10 @@ class WebhookClient:
             limit=max_connections,
             resolver=None if allow_private else GuardedResolver(),
             ttl_dns_cache=10,  # a cached look-up was checked when it was made
+            # Below the 5 s after which common servers (uvicorn among them) close an idle
+            # connection: a webhook sent as the endpoint closes it would fail and wait for its
+            # retry (the bank connector's `keepalive_s`, for the same reason).
+            keepalive_timeout=4.0,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
