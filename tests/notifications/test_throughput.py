@@ -4,7 +4,7 @@ allows, and the outcomes of sends that end together recorded in one transaction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +106,63 @@ async def settles(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
             return
         await asyncio.sleep(0.02)
     assert got == expected
+
+
+@pytest.fixture
+async def patient(runtime: Runtime) -> AsyncIterator[NotificationService]:
+    """A service whose loop polls only every 5 s: it looks when it is woken, and no more."""
+    service = NotificationService(runtime, timeout_s=3.0, poll_s=5.0)
+    task = asyncio.create_task(service.run())
+    yield service
+    await service.stop()
+    assert task.done()
+
+
+def count_claims(service: NotificationService, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    claims = {"deliveries": 0, "messages": 0}
+    loop = service.loop
+    deliveries, messages = loop._claim_deliveries, loop._messages.claim
+
+    async def claim_deliveries(*args: Any) -> Any:
+        claims["deliveries"] += 1
+        return await deliveries(*args)
+
+    async def claim_messages(*args: Any) -> Any:
+        claims["messages"] += 1
+        return await messages(*args)
+
+    monkeypatch.setattr(loop, "_claim_deliveries", claim_deliveries)
+    monkeypatch.setattr(loop._messages, "claim", claim_messages)
+    return claims
+
+
+async def test_sends_that_end_wake_the_loop_only_for_rows_left_waiting_for_a_slot(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    receiver: Receiver,
+    patient: NotificationService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = Events(runtime, patient)
+    receiver.behave("/slow", delay_s=0.2)
+    await endpoint(client, auth, receiver.url("/fast"), ["payment.created"])
+    for _ in range(3):
+        await pay(client, auth)
+    await asyncio.sleep(0.1)  # the loop's first look, at its start, is over
+    claims = count_claims(patient, monkeypatch)
+    await events.relay_all()
+    await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 3)
+    await asyncio.sleep(0.2)
+    # One look per wake from new rows (the relay may hand them over in more than one batch),
+    # none per finished send, and no look for messages, none of which is due.
+    assert 1 <= claims["deliveries"] <= 3 and claims["messages"] == 0, claims
+
+    # Seven more to a slow endpoint that takes 3 at a time (the setting): the loop looks again
+    # as slots free up, without waiting for its poll.
+    await endpoint(client, auth, receiver.url("/slow"), ["payment.created"])
+    for _ in range(7):
+        await pay(client, auth)
+    await events.relay_all()
+    await eventually(lambda: len(receiver.at("/slow")) == 7, timeout_s=4)
+    assert receiver.behaviours["/slow"].peak == 3

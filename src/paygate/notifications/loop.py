@@ -81,12 +81,22 @@ class DeliveryLoop:
         self._per_endpoint: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        # The last look left due deliveries for want of a slot: a slot set free looks again.
+        # Otherwise a finished send needs no look, and new rows wake the loop themselves.
+        self._starved = False
+        # When messages are next looked for: once the next one falls due, at once when this
+        # process adds some (`wake(messages=True)`) or one of its sends ends, and at least
+        # every `poll_s` (another process may have left some behind).
+        self._messages_at = 0.0
         self._outcomes: Coalescer[_Outcome, None] = Coalescer(
             self._record, key=lambda outcome: outcome.delivery_id
         )
 
-    def wake(self) -> None:
-        """New rows are due: look now rather than at the next poll."""
+    def wake(self, *, messages: bool = False) -> None:
+        """New rows are due: look now rather than at the next poll. `messages`: among them
+        messages (e-mail, SMS), not only deliveries."""
+        if messages:
+            self._messages_at = 0.0
         self._wake.set()
 
     async def run(self) -> None:
@@ -101,7 +111,7 @@ class DeliveryLoop:
                     reraise_if_cancelling(exc)
                     log.error("notifications.error", error=f"{type(exc).__name__}: {exc}"[:300])
                     started, wait_s = 0, max(self.poll_s, 1.0)
-                if not started:
+                if not (started and self._starved):  # else rows are still due: look again
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait_s):
@@ -134,13 +144,15 @@ class DeliveryLoop:
                 wait_s = min(wait_s, next_at - now)
         sending = sum(1 for kind, _ in self._sending.values() if kind == "message")
         free = self.max_messages_in_flight - sending
-        if free > 0:
+        if free > 0 and now >= self._messages_at:
             due, next_at = await self._messages.claim(now, free, self.lease_s)
             for message in due:
                 self._start(self._send_message(message), ("message", message["id"]))
             started += len(due)
-            if next_at is not None:
-                wait_s = min(wait_s, next_at - now)
+            self._messages_at = min(next_at or math.inf, now + self.poll_s)
+            if len(due) >= free:  # perhaps more are due than there were slots
+                self._messages_at = now
+        wait_s = min(wait_s, self._messages_at - now)
         return started, max(wait_s, MIN_WAIT_S)
 
     async def _claim_deliveries(self, now: float, limit: int) -> tuple[list[Job], float | None]:
@@ -159,6 +171,8 @@ class DeliveryLoop:
                 rows = await repo.due_deliveries(conn, now, limit, busy)
                 chosen, next_at = self._choose(rows, now)
                 await repo.lease_deliveries(conn, [r["id"] for r in chosen], now + self.lease_s)
+        due = sum(1 for r in rows if r["next_attempt_at"] <= now)
+        self._starved = bool(busy) or len(rows) >= limit or len(chosen) < due
         jobs = [
             Job(
                 delivery_id=r["id"],
@@ -209,7 +223,11 @@ class DeliveryLoop:
             if not t.cancelled() and t.exception() is not None:
                 exc = t.exception()
                 log.error("notifications.send_error", error=f"{type(exc).__name__}: {exc}"[:300])
-            self.wake()  # a slot is free
+            # A slot is free: worth a look if rows were left waiting for one.
+            if endpoint is None:
+                self.wake(messages=True)
+            elif self._starved:
+                self.wake()
 
         task.add_done_callback(done)
 

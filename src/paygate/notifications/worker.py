@@ -77,9 +77,10 @@ class NotificationService:
     def register(self, bus: Bus) -> None:
         bus.subscribe("notifications", sorted(PUBLIC_TYPES), self.on_event, batch=self.on_events)
 
-    def wake(self) -> None:
-        """New rows are due: the loop looks now rather than at its next poll."""
-        self.loop.wake()
+    def wake(self, *, messages: bool = False) -> None:
+        """New rows are due (`messages`: e-mail or SMS among them): the loop looks now rather
+        than at its next poll."""
+        self.loop.wake(messages=messages)
 
     async def run(self) -> None:
         """The delivery loop, until cancelled or `stop`ped."""
@@ -131,7 +132,7 @@ class NotificationService:
                     conn, row["id"], row["type"], endpoints, due=now, give_up_at=self._give_up(now)
                 )
                 await store.add_messages(conn, notices)
-        self.wake()
+        self.wake(messages=any(notices for _, _, notices in planned))
 
     async def _customer_notices(
         self, conn: AsyncConnection, row: sa.RowMapping
@@ -198,7 +199,7 @@ class NotificationService:
         async with self.rt.db.transaction() as conn:
             await store.add_messages(conn, [row])
             stored = await store.get_message(conn, row["dedupe_key"])
-        self.wake()
+        self.wake(messages=True)
         return str(stored["id"]) if stored is not None else row["id"]
 
     async def send_daily_summaries(self, day: date) -> int:
@@ -235,7 +236,7 @@ class NotificationService:
         if rows:
             async with self.rt.db.transaction() as conn:
                 await store.add_messages(conn, rows)
-            self.wake()
+            self.wake(messages=True)
         return len(rows)
 
     def _give_up(self, now: float) -> float:
