@@ -75,7 +75,8 @@ async def test_outcomes_that_end_together_are_recorded_in_one_transaction(
     notifier: NotificationService,
 ) -> None:
     loop = notifier.loop
-    record, sizes = loop._record, []
+    record = loop._record
+    sizes: list[int] = []
 
     async def watched(batch: list[Any]) -> list[BaseException | None]:
         if not sizes:  # the first batch waits until every send has come back
@@ -166,3 +167,31 @@ async def test_sends_that_end_wake_the_loop_only_for_rows_left_waiting_for_a_slo
     await events.relay_all()
     await eventually(lambda: len(receiver.at("/slow")) == 7, timeout_s=4)
     assert receiver.behaviours["/slow"].peak == 3
+
+
+async def test_an_endpoint_slot_is_free_once_the_endpoint_has_answered(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    receiver: Receiver,
+    events: Events,
+    notifier: NotificationService,
+) -> None:
+    # The outcomes are held back from the database: the endpoint, which takes 3 at a time,
+    # still gets all six, since a slot is the endpoint's request, not the outcome's record.
+    loop, written = notifier.loop, asyncio.Event()
+    record = loop._outcomes._run
+
+    async def held(batch: list[Any]) -> list[BaseException | None]:
+        await written.wait()
+        return await record(batch)
+
+    loop._outcomes._run = held
+    await endpoint(client, auth, receiver.url("/hooks"), ["payment.created"])
+    for _ in range(6):
+        await pay(client, auth)
+    await events.relay_all()
+    await eventually(lambda: len(receiver.at("/hooks")) == 6, timeout_s=5)
+    assert await delivered(runtime) == [("pending", 0, 0)] * 6  # none recorded yet
+    written.set()
+    await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 6)

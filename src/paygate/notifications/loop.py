@@ -6,9 +6,10 @@ the next try (exponential back-off with jitter) or, after the retry window, `dea
 of sends that end together are recorded in one transaction (`Coalescer`).
 
 How many are in flight to one endpoint bounds what it receives: by Little's law, a merchant
-gets at most `per_endpoint` webhooks per round trip of a delivery (the send, then its record
-committed), and in a busy process that round trip is a tenth of a second or more
-(docs/performance.md). `PAYGATE_WEBHOOK_CONCURRENCY` sets it per notifier process."""
+gets at most `per_endpoint` webhooks per round trip of a send, and in a busy process that round
+trip is a tenth of a second or more (docs/performance.md). A send's slot is given back when the
+endpoint has answered, before its outcome is committed. `PAYGATE_WEBHOOK_CONCURRENCY` sets the
+bound per notifier process."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,8 +138,7 @@ class DeliveryLoop:
         if free > 0:
             jobs, next_at = await self._claim_deliveries(now, free)
             for job in jobs:
-                lease = ("delivery", job.delivery_id)
-                self._start(self._deliver(job), lease, endpoint=job.endpoint_id)
+                self._start_delivery(job)
             started += len(jobs)
             if next_at is not None:
                 wait_s = min(wait_s, next_at - now)
@@ -203,42 +203,61 @@ class DeliveryLoop:
                 chosen.append(r)
         return chosen, None
 
+    def _start_delivery(self, job: Job) -> None:
+        """Send `job` in a slot of its endpoint, held until the endpoint has answered (or the
+        send failed), not until the outcome is committed: the bound is on the requests the
+        endpoint sees at once."""
+        endpoint = job.endpoint_id
+        self._per_endpoint[endpoint] += 1
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if not held:
+                return
+            held = False
+            self._per_endpoint[endpoint] -= 1
+            if self._per_endpoint[endpoint] <= 0:
+                del self._per_endpoint[endpoint]
+            if self._starved:  # rows were left waiting for a slot: look again
+                self.wake()
+
+        self._start(self._deliver(job, release), ("delivery", job.delivery_id), ended=release)
+
     def _start(
         self,
         work: Coroutine[Any, Any, None],
         lease: tuple[str, str],
-        endpoint: str | None = None,
+        ended: Callable[[], None] | None = None,
     ) -> None:
+        """Run `work` holding `lease`; `ended` runs when it is over (a message's end looks for
+        more messages)."""
         task = asyncio.create_task(work)
         self._sending[task] = lease
-        if endpoint is not None:
-            self._per_endpoint[endpoint] += 1
 
         def done(t: asyncio.Task[None]) -> None:
             self._sending.pop(t, None)
-            if endpoint is not None:
-                self._per_endpoint[endpoint] -= 1
-                if self._per_endpoint[endpoint] <= 0:
-                    del self._per_endpoint[endpoint]
             if not t.cancelled() and t.exception() is not None:
                 exc = t.exception()
                 log.error("notifications.send_error", error=f"{type(exc).__name__}: {exc}"[:300])
-            # A slot is free: worth a look if rows were left waiting for one.
-            if endpoint is None:
+            if ended is not None:
+                ended()
+            else:
                 self.wake(messages=True)
-            elif self._starved:
-                self.wake()
 
         task.add_done_callback(done)
 
-    async def _deliver(self, job: Job) -> None:
+    async def _deliver(self, job: Job, release: Callable[[], None]) -> None:
         if self._http is None:
             self._http = WebhookClient(
                 allow_private=self.rt.settings.webhook_allow_private,
                 timeout_s=self.timeout_s,
                 max_connections=self.max_in_flight,
             )
-        outcome = await self._http.send(job)
+        try:
+            outcome = await self._http.send(job)
+        finally:
+            release()  # the endpoint has answered; the outcome's record needs no slot of it
         number = job.attempts + 1
         now = time.time()
         retry_at = None if outcome.ok else next_try(now, number, job.give_up_at, self.scale)
