@@ -20,7 +20,7 @@ from paygate.notifications.guard import (
     url_refused,
 )
 from paygate.notifications.models import new_secret
-from paygate.notifications.webhooks import Job, WebhookClient
+from paygate.notifications.webhooks import Job, Outcome, WebhookClient
 from tests.conftest import make_settings
 from tests.notifications.support import Receiver
 
@@ -107,20 +107,12 @@ async def test_a_name_that_resolves_to_an_internal_address_is_refused_when_sendi
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", rebound)
     job = Job("whq_1", "evt_1", "we_1", 0, 0.0, f"http://hooks.example:{port}/in", b"{}", ("s",))
-    refusing = WebhookClient(allow_private=False, timeout_s=2)
-    try:
-        outcome = await refusing.send(job)
-    finally:
-        await refusing.aclose()
+    outcome = await send_once(job, allow_private=False)
     assert not outcome.ok and outcome.response_status is None
     assert outcome.error == "refused: the host hooks.example resolves to a loopback address"
     assert receiver.requests == []
 
-    allowing = WebhookClient(allow_private=True, timeout_s=2)  # the same look-up, let through
-    try:
-        outcome = await allowing.send(job)
-    finally:
-        await allowing.aclose()
+    outcome = await send_once(job, allow_private=True)  # the same look-up, let through
     assert outcome.ok and [r.path for r in receiver.requests] == ["/in"]
     assert receiver.requests[0].headers["Host"] == f"hooks.example:{port}"
 
@@ -136,11 +128,7 @@ async def test_a_send_to_a_refused_target_never_connects(receiver: Receiver) -> 
         body=b"{}",
         secrets=(new_secret(),),
     )
-    refusing = WebhookClient(allow_private=False, timeout_s=2)
-    try:
-        outcome = await refusing.send(job)
-    finally:
-        await refusing.aclose()
+    outcome = await send_once(job, allow_private=False)
     assert not outcome.ok and outcome.response_status is None
     assert outcome.error is not None and outcome.error.startswith("refused:")
     assert (
@@ -148,13 +136,17 @@ async def test_a_send_to_a_refused_target_never_connects(receiver: Receiver) -> 
     )
     assert receiver.requests == []
 
-    allowing = WebhookClient(allow_private=True, timeout_s=2)
-    try:
-        outcome = await allowing.send(job)
-    finally:
-        await allowing.aclose()
+    outcome = await send_once(job, allow_private=True)
     assert outcome.ok and outcome.response_status == 200
     assert [r.path for r in receiver.requests] == ["/internal"]
+
+
+async def send_once(job: Job, *, allow_private: bool) -> Outcome:
+    client = WebhookClient(allow_private=allow_private, timeout_s=2)
+    try:
+        return await client.send(job)
+    finally:
+        await client.aclose()
 
 
 async def test_redirects_are_not_followed(receiver: Receiver) -> None:
