@@ -13,8 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from paygate.config import Settings
+from paygate.notifications import repository
 from paygate.notifications.tables import webhook_attempts, webhook_deliveries
 from paygate.notifications.worker import NotificationService
+from paygate.platform.bus import Event, LocalBus
+from paygate.platform.outbox import PUBLIC_TYPES
+from paygate.platform.relay import Relay
 from paygate.runtime import Runtime
 from tests.conftest import make_settings
 from tests.notifications.conftest import Events
@@ -195,3 +199,42 @@ async def test_an_endpoint_slot_is_free_once_the_endpoint_has_answered(
     assert await delivered(runtime) == [("pending", 0, 0)] * 6  # none recorded yet
     written.set()
     await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 6)
+
+
+async def test_a_batch_of_deliveries_larger_than_one_statement_takes_is_written_whole(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    receiver: Receiver,
+    notifier: NotificationService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A statement of two rows at most (SQLite takes 32,766 values a statement): the batch's
+    # rows go in several, and a redelivered batch still adds nothing.
+    monkeypatch.setattr(repository, "MAX_VALUES", 30)
+    inserts: list[str] = []
+
+    def seen_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO WEBHOOK_DELIVERIES"):
+            inserts.append(statement)
+
+    engine = runtime.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", seen_statement)
+    await endpoint(client, auth, receiver.url("/hooks"), ["payment.created"])
+    for _ in range(5):
+        await pay(client, auth)
+    bus, seen = LocalBus(), []
+
+    async def batch(events: list[Event]) -> None:
+        seen.extend(events)
+
+    bus.subscribe("notifications", sorted(PUBLIC_TYPES), batch, batch=batch)
+    await Relay(runtime.db, bus).drain(10)
+    try:
+        await notifier.on_events(seen)
+        await notifier.on_events(seen)  # delivered again, as a broker may
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen_statement)
+    assert len(inserts) == 6  # 5 rows of 11 values, 2 rows a statement, twice
+    await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 5)
+    assert len(receiver.at("/hooks")) == 5

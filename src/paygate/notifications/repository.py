@@ -21,15 +21,23 @@ A = webhook_attempts.c
 OB = outbox.c
 
 
+# Values per INSERT statement, under SQLite's limit of 32,766 (PostgreSQL's is 65,535).
+MAX_VALUES = 30_000
+
+
 async def insert_ignoring_duplicates(
     conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]], unique: Sequence[str]
 ) -> None:
-    """Insert `rows`, skipping those that collide on `unique` (consumers are idempotent)."""
+    """Insert `rows`, skipping those that collide on `unique` (consumers are idempotent): one
+    statement, or several when the rows hold more than `MAX_VALUES` values."""
     if not rows:
         return
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(rows).on_conflict_do_nothing(index_elements=list(unique))
-    await conn.execute(stmt)
+    per_statement = max(1, MAX_VALUES // len(rows[0]))
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        stmt = dialect.insert(table).values(chunk).on_conflict_do_nothing(index_elements=unique)
+        await conn.execute(stmt)
 
 
 # Endpoints
@@ -132,17 +140,17 @@ async def list_events(
 # Deliveries
 
 
-async def add_deliveries(
-    conn: AsyncConnection,
+def delivery_rows(
     event_id: str,
     event_type: str,
     endpoint_ids: Iterable[str],
     *,
     due: float,
     give_up_at: float,
-) -> None:
+) -> list[dict[str, Any]]:
+    """The pending deliveries of one event to `endpoint_ids`."""
     now = now_s()
-    rows = [
+    return [
         {
             "id": new_id("whq"),
             "event_id": event_id,
@@ -158,7 +166,25 @@ async def add_deliveries(
         }
         for endpoint_id in endpoint_ids
     ]
+
+
+async def insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert deliveries (`delivery_rows`), skipping those already there for their (event,
+    endpoint): a redelivered event adds none."""
     await insert_ignoring_duplicates(conn, webhook_deliveries, rows, ("event_id", "endpoint_id"))
+
+
+async def add_deliveries(
+    conn: AsyncConnection,
+    event_id: str,
+    event_type: str,
+    endpoint_ids: Iterable[str],
+    *,
+    due: float,
+    give_up_at: float,
+) -> None:
+    rows = delivery_rows(event_id, event_type, endpoint_ids, due=due, give_up_at=give_up_at)
+    await insert_deliveries(conn, rows)
 
 
 async def reopen_deliveries(

@@ -102,8 +102,9 @@ class NotificationService:
         await self.on_events([event])
 
     async def on_events(self, events: list[Event]) -> None:
-        """The rows of several events: one read, one write transaction. Idempotent: a row
-        already there for an (event, endpoint) or a message key is left as it is."""
+        """The rows of several events: one read, one write transaction with an insert per
+        table. Idempotent: a row already there for an (event, endpoint) or a message key is
+        left as it is."""
         planned: list[tuple[sa.RowMapping, list[str], list[dict[str, Any]]]] = []
         endpoints_of: dict[tuple[str, bool], list[sa.RowMapping]] = {}
         async with self.rt.db.read() as conn:
@@ -126,13 +127,18 @@ class NotificationService:
         if not planned:
             return
         now = time.time()
-        async with self.rt.db.transaction() as conn:
-            for row, endpoints, notices in planned:
-                await repo.add_deliveries(
-                    conn, row["id"], row["type"], endpoints, due=now, give_up_at=self._give_up(now)
-                )
-                await store.add_messages(conn, notices)
-        self.wake(messages=any(notices for _, _, notices in planned))
+        deliveries = [
+            delivery
+            for row, endpoints, _ in planned
+            for delivery in repo.delivery_rows(
+                row["id"], row["type"], endpoints, due=now, give_up_at=self._give_up(now)
+            )
+        ]
+        messages = [message for _, _, notices in planned for message in notices]
+        async with self.rt.db.transaction() as conn:  # one insert per table for the batch
+            await repo.insert_deliveries(conn, deliveries)
+            await store.add_messages(conn, messages)
+        self.wake(messages=bool(messages))
 
     async def _customer_notices(
         self, conn: AsyncConnection, row: sa.RowMapping
