@@ -238,3 +238,30 @@ async def test_a_batch_of_deliveries_larger_than_one_statement_takes_is_written_
     assert len(inserts) == 6  # 5 rows of 11 values, 2 rows a statement, twice
     await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 5)
     assert len(receiver.at("/hooks")) == 5
+
+
+async def test_a_stop_writes_the_outcomes_it_has_before_it_returns(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    receiver: Receiver,
+    patient: NotificationService,
+) -> None:
+    # The endpoint has answered and the outcome waits to be written when the service stops:
+    # it is written before `stop` returns, not sent again after a restart.
+    events = Events(runtime, patient)
+    loop, answered = patient.loop, asyncio.Event()
+    record = loop._outcomes._run
+
+    async def slow(batch: list[Any]) -> list[BaseException | None]:
+        answered.set()
+        await asyncio.sleep(0.3)
+        return await record(batch)
+
+    loop._outcomes._run = slow
+    await endpoint(client, auth, receiver.url("/hooks"), ["payment.created"])
+    await pay(client, auth)
+    await events.relay_all()
+    await asyncio.wait_for(answered.wait(), timeout=5)
+    await patient.stop()
+    assert await delivered(runtime) == [("succeeded", 1, 1)]

@@ -328,6 +328,11 @@ class DeliveryLoop:
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)
+        # Outcomes already handed to the recorder are written (a send cut short while its
+        # outcome waited would otherwise go out again after a restart).
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self._outcomes.wait_idle()
         if cut:
             # Hand what was cut short back at once, not when its lease runs out.
             deliveries = [i for kind, i in cut.values() if kind == "delivery"]
