@@ -1,5 +1,7 @@
-"""What one endpoint can receive: as many webhooks in flight as `PAYGATE_WEBHOOK_CONCURRENCY`
-allows, and the outcomes of sends that end together recorded in one transaction."""
+"""What one endpoint can receive, and what the delivery loop spends on it: as many requests in
+flight as `PAYGATE_WEBHOOK_CONCURRENCY` allows, each slot free once the endpoint answered; the
+outcomes of sends that end together in one transaction, written before a stop returns; a look
+for due rows only when there can be some; a batch of events' rows in one insert per table."""
 
 from __future__ import annotations
 
