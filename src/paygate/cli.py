@@ -141,8 +141,6 @@ def worker(
     ] = None,
 ) -> None:
     """One role of the pipeline, for scale-out deployments (needs PAYGATE_BUS_URL)."""
-    import uvloop
-
     from paygate.workers import WORKERS, run_worker
 
     if name not in WORKERS:
@@ -150,8 +148,15 @@ def worker(
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     configure_tracing(f"paygate-worker-{name}")
-    # On uvloop, the loop uvicorn runs the API on (docs/performance.md: a few per cent less CPU).
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    # On uvloop, the loop uvicorn runs the API on (docs/performance.md: a few per cent less CPU),
+    # where it is installed (not on Windows: pyproject.toml).
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - the standard library's loop
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(run_worker(name, settings, health_port=health_port))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -32,12 +33,16 @@ class DestinationRefused(OSError):
     """The destination is not a public address; the attempt is refused before connecting."""
 
 
-async def resolve(host: str, port: int, within_s: float = RESOLVE_TIMEOUT_S) -> list[str]:
-    """The addresses of `host`, in the resolver's order, without duplicates."""
+async def _look_up(host: str, port: int, family: int = socket.AF_UNSPEC) -> list[Any]:
+    """`getaddrinfo` of `host` for a TCP connection, within `RESOLVE_TIMEOUT_S`."""
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(within_s):
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+    async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+        return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses of `host`, in the resolver's order, without duplicates."""
+    return list(dict.fromkeys(str(info[4][0]) for info in await _look_up(host, port)))
 
 
 def _refusal(host: str, addresses: list[str]) -> str | None:
@@ -68,9 +73,7 @@ class GuardedResolver(AbstractResolver):
         named = host_name_refused(host)
         if named is not None:
             raise DestinationRefused(f"the host is {named}")
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
+        infos = await _look_up(host, port, family)
         reason = _refusal(host, [str(info[4][0]) for info in infos])
         if reason is not None:
             raise DestinationRefused(reason)

@@ -126,7 +126,7 @@ class WebhookClient:
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signature_header(job.secrets, timestamp, job.body),
         }
-        refused = None if self.allow_private else _literal_refused(job.url)
+        refused = None if self.allow_private else _address_refused(job.url)
         if refused is not None:
             return Outcome(False, None, refused, 0)
         status: int | None = None
@@ -167,7 +167,9 @@ class WebhookClient:
         await self._session.close()
 
 
-def _literal_refused(url: str) -> str | None:
+def _address_refused(url: str) -> str | None:
+    """The outcome's error when `url` names a non-public IP address itself (`literal_refused`):
+    no resolver is asked about those."""
     try:
         host = urlsplit(url).hostname
     except ValueError:

@@ -68,7 +68,7 @@ class NotificationService:
             email=email,
             sms=self.sms,
             timeout_s=timeout_s,
-            per_endpoint=per_endpoint or settings.webhook_concurrency,
+            per_endpoint=settings.webhook_concurrency if per_endpoint is None else per_endpoint,
             max_in_flight=max_in_flight,
             max_messages_in_flight=max_messages_in_flight,
             poll_s=poll_s,
