@@ -267,3 +267,85 @@ async def test_a_stop_writes_the_outcomes_it_has_before_it_returns(
     await asyncio.wait_for(answered.wait(), timeout=5)
     await patient.stop()
     assert await delivered(runtime) == [("succeeded", 1, 1)]
+
+
+async def test_outcomes_are_written_together_and_one_whose_delivery_is_gone_is_dropped(
+    client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime, receiver: Receiver
+) -> None:
+    hook = await endpoint(client, auth, receiver.url("/hooks"), ["payment.created"])
+    rows = [
+        row
+        for n in range(3)
+        for row in repository.delivery_rows(
+            f"evt_{n}", "payment.created", [hook["id"]], due=0.0, give_up_at=1e12
+        )
+    ]
+    async with runtime.db.transaction() as conn:
+        await repository.insert_deliveries(conn, rows)
+        gone = webhook_deliveries.c.id == rows[2]["id"]  # its endpoint was deleted meanwhile
+        await conn.execute(webhook_deliveries.delete().where(gone))
+    outcomes = [
+        {
+            "delivery_id": row["id"],
+            "status": status,
+            "attempts": 1,
+            "next_attempt_at": retry_at,
+            "attempt": {
+                "id": f"whd_{n}",
+                "event_id": row["event_id"],
+                "endpoint_id": hook["id"],
+                "attempt": 1,
+                "status": "succeeded" if status == "succeeded" else "failed",
+                "response_status": 200 if status == "succeeded" else 500,
+                "error": None,
+                "duration_ms": 3,
+                "next_attempt_at": retry_at,
+                "created": 1_700_000_000,
+            },
+        }
+        for n, (row, status, retry_at) in enumerate(
+            zip(
+                rows,
+                ["succeeded", "pending", "succeeded"],
+                [None, 2_000_000_000, None],
+                strict=True,
+            )
+        )
+    ]
+    statements: list[str] = []
+
+    def seen_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = runtime.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", seen_statement)
+    try:
+        async with runtime.db.single_write() as conn:
+            await repository.record_outcomes(conn, outcomes)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen_statement)
+    # PostgreSQL: one statement for every outcome (one round trip); SQLite: the update and
+    # the insert, each for every outcome.
+    assert len(statements) == (2 if runtime.db.is_sqlite else 1), statements
+    async with runtime.db.read() as conn:
+        kept = list(
+            await conn.execute(
+                sa.select(
+                    webhook_deliveries.c.id,
+                    webhook_deliveries.c.status,
+                    webhook_deliveries.c.next_attempt_at,
+                    webhook_deliveries.c.locked_until,
+                ).order_by(webhook_deliveries.c.id)
+            )
+        )
+        tried = await conn.execute(
+            sa.select(webhook_attempts.c.id, webhook_attempts.c.delivery_id).order_by(
+                webhook_attempts.c.id
+            )
+        )
+        assert [(r.id, r.status, r.locked_until) for r in kept] == [
+            (rows[0]["id"], "succeeded", None),
+            (rows[1]["id"], "pending", None),
+        ]
+        assert [tuple(r) for r in tried] == [("whd_0", rows[0]["id"]), ("whd_1", rows[1]["id"])]
+    assert [r.next_attempt_at for r in kept][1] == 2_000_000_000  # the retry's time

@@ -160,7 +160,7 @@ def delivery_rows(
             "attempts": 0,
             "next_attempt_at": due,
             "give_up_at": give_up_at,
-            "locked_until": None,
+            "locked_until": sa.null(),
             "created": now,
             "updated": now,
         }
@@ -258,33 +258,67 @@ async def lease_deliveries(conn: AsyncConnection, ids: list[str], until: float |
         )
 
 
-async def record_attempt(
-    conn: AsyncConnection,
-    delivery_id: str,
-    *,
-    status: str,
-    attempts: int,
-    next_attempt_at: float | None,
-    attempt: dict[str, Any],
-) -> bool:
-    """Write an attempt's outcome on its delivery and keep the attempt; False when the
-    delivery is gone (its endpoint was deleted meanwhile)."""
+# An attempt's outcome: its delivery's new state, and the attempt kept beside it. Built once,
+# their values passed with each call (a statement built per call costs its cache key each time).
+_OUTCOME = {
+    "status": sa.bindparam("o_status", type_=D.status.type),
+    "attempts": sa.bindparam("o_attempts", type_=D.attempts.type),
+    "next_attempt_at": sa.bindparam("o_next_attempt_at", type_=D.next_attempt_at.type),
+    "locked_until": sa.null(),
+    "updated": sa.bindparam("o_updated", type_=D.updated.type),
+}
+_ATTEMPT_COLUMNS = [c.name for c in webhook_attempts.c if c.name != "delivery_id"]
+_ATTEMPT = {name: sa.bindparam(f"a_{name}", type_=A[name].type) for name in _ATTEMPT_COLUMNS}
+_DELIVERY = sa.bindparam("o_delivery_id", type_=D.id.type)
+_SET_OUTCOME = webhook_deliveries.update().where(D.id == _DELIVERY).values(_OUTCOME)
+
+
+def _outcome_together() -> sa.Insert:
+    """PostgreSQL: the delivery's update and its attempt's insert in one statement, the attempt
+    kept only when the update found its delivery."""
+    updated = _SET_OUTCOME.returning(D.id).cte("updated")
+    attempt = sa.select(updated.c.id, *_ATTEMPT.values()).select_from(updated)
+    return webhook_attempts.insert().from_select(["delivery_id", *_ATTEMPT], attempt)
+
+
+def _attempt_if_delivered() -> sa.Insert:
+    """SQLite: the attempt, kept only when its delivery is still there."""
+    there = sa.exists().where(D.id == _DELIVERY)
+    attempt = sa.select(_DELIVERY, *_ATTEMPT.values()).where(there)
+    return webhook_attempts.insert().from_select(["delivery_id", *_ATTEMPT], attempt)
+
+
+_RECORD_TOGETHER = _outcome_together()
+_RECORD_ATTEMPT = _attempt_if_delivered()
+
+
+async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> None:
+    """Write attempts' outcomes on their deliveries and keep the attempts; an outcome whose
+    delivery is gone (its endpoint was deleted meanwhile) is dropped. Each outcome: the
+    delivery's `delivery_id`, `status`, `attempts` and `next_attempt_at` (now when None), and
+    `attempt`, the attempt's row.
+
+    On PostgreSQL this is one statement (sent for every outcome at once, atomic by itself: run
+    it in `Database.single_write()`, one round trip); on SQLite two, to run in one transaction."""
+    if not outcomes:
+        return
     now = now_s()
-    result = await conn.execute(
-        webhook_deliveries.update()
-        .where(D.id == delivery_id)
-        .values(
-            status=status,
-            attempts=attempts,
-            next_attempt_at=next_attempt_at if next_attempt_at is not None else float(now),
-            locked_until=None,
-            updated=now,
-        )
-    )
-    if not result.rowcount:
-        return False
-    await conn.execute(webhook_attempts.insert().values(delivery_id=delivery_id, **attempt))
-    return True
+    params = [
+        {
+            "o_delivery_id": o["delivery_id"],
+            "o_status": o["status"],
+            "o_attempts": o["attempts"],
+            "o_next_attempt_at": now if o["next_attempt_at"] is None else o["next_attempt_at"],
+            "o_updated": now,
+            **{f"a_{name}": o["attempt"].get(name) for name in _ATTEMPT_COLUMNS},
+        }
+        for o in outcomes
+    ]
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_RECORD_TOGETHER, params)
+        return
+    await conn.execute(_SET_OUTCOME, params)
+    await conn.execute(_RECORD_ATTEMPT, params)
 
 
 async def list_attempts(
