@@ -8,11 +8,12 @@ rows as one multi-row insert, in the order the tables were first written (a post
 before it), still inside the transaction: they commit with everything else, or not at all. A
 block that raises sends nothing. Outside such a block, `insert` executes at once.
 
-On PostgreSQL, a block that holds one row per table (a single payment's writes: the API's
-create, the processor's answer to one payment) sends all of them as one statement, each table's
-insert a data-modifying `WITH` of the last: one round trip where there were as many as tables.
-Its shape, and so its compiled form, is the same at every call. A foreign key between them is
-checked at the statement's end, when every row is in.
+On PostgreSQL the block's end sends every table's rows as one statement, whatever their number:
+each table's insert selects its rows from one array per column (`unnest`), a data-modifying
+`WITH` of the last. One round trip where there were as many as tables; its shape, and so its
+compiled and prepared form, depends only on the tables and columns written, never on how many
+rows, so a batch of any size reuses it. A foreign key between them is checked at the
+statement's end, when every row is in.
 
 Only rows that the rest of the transaction does not read may be deferred; a constraint that one
 of them breaks is then reported at the block's end, for the whole batch (whose caller applies
@@ -21,13 +22,16 @@ each payment alone after a failed batch).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeDecorator
 
 # Rows waiting, by connection, then by table and column set (each multi-row insert names one set
 # of columns), in the order first written.
@@ -37,9 +41,21 @@ _waiting: WeakKeyDictionary[AsyncConnection, _Waiting] = WeakKeyDictionary()
 
 @asynccontextmanager
 async def deferred(conn: AsyncConnection) -> AsyncIterator[None]:
-    """Keep `insert`'s rows on `conn` until the block ends, then send them."""
-    if conn in _waiting:  # already inside one: the outer block sends them
-        yield
+    """Keep `insert`'s rows on `conn` until the block ends, then send them. Inside another
+    block, the outer one sends them; if this one raises, its rows are dropped (as a savepoint
+    around it rolls back the statements it sent)."""
+    outer = _waiting.get(conn)
+    if outer is not None:
+        mark = {key: len(rows) for key, rows in outer.items()}
+        try:
+            yield
+        except BaseException:
+            for key in list(outer):
+                if key in mark:
+                    del outer[key][mark[key] :]
+                else:
+                    del outer[key]
+            raise
         return
     waiting: _Waiting = {}
     _waiting[conn] = waiting
@@ -51,38 +67,52 @@ async def deferred(conn: AsyncConnection) -> AsyncIterator[None]:
 
 
 async def _send(conn: AsyncConnection, waiting: _Waiting) -> None:
-    if (
-        len(waiting) > 1
-        and conn.dialect.name == "postgresql"
-        and all(len(rows) == 1 for rows in waiting.values())
-    ):
-        shape = tuple(waiting)
-        statement = _together.get(shape)
-        if statement is None:
-            statement = _together[shape] = _build(shape)
-        params = {
-            f"w{i}_{column}": value
-            for i, rows in enumerate(waiting.values())
-            for column, value in rows[0].items()
-        }
-        await conn.execute(statement, params)
+    if not waiting:
         return
-    for (table, _), rows in waiting.items():
-        await conn.execute(table.insert(), rows)
+    if conn.dialect.name != "postgresql":  # SQLite: a call into the library each, no round trip
+        for (table, _), rows in waiting.items():
+            await conn.execute(table.insert(), rows)
+        return
+    shape = tuple((table, tuple(sorted(columns))) for table, columns in waiting)
+    built = _together.get(shape)
+    if built is None:
+        built = _together[shape] = _build(shape, conn.dialect)
+    statement, encoders = built
+    params = {}
+    for i, ((_, columns), rows) in enumerate(zip(shape, waiting.values(), strict=True)):
+        for column in columns:
+            name = f"w{i}_{column}"
+            encode = encoders.get(name)
+            column_values = [row[column] for row in rows]
+            params[name] = [encode(v) for v in column_values] if encode else column_values
+    await conn.execute(statement, params)
 
 
 # The one-statement inserts by shape (tables and columns, in order), built once: a statement
-# built per call costs its cache key each time (docs/performance.md).
-_Shape = tuple[tuple[sa.Table, frozenset[str]], ...]
-_together: dict[_Shape, sa.Insert] = {}
+# built per call costs its cache key each time (docs/performance.md). With each, the encoders of
+# its columns of a decorated type (JSON): their values are encoded before they go into an array,
+# where a JSON list would otherwise read as one more dimension of it.
+_Shape = tuple[tuple[sa.Table, tuple[str, ...]], ...]
+_Encoders = dict[str, Callable[[Any], Any]]
+_together: dict[_Shape, tuple[sa.Insert, _Encoders]] = {}
 
 
-def _build(shape: _Shape) -> sa.Insert:
-    *first, last = [
-        table.insert().values({c: sa.bindparam(f"w{i}_{c}", type_=table.c[c].type) for c in cols})
-        for i, (table, cols) in enumerate(shape)
-    ]
-    return last.add_cte(*(insert.cte(f"w{i}") for i, insert in enumerate(first)))
+def _build(shape: _Shape, dialect: sa.Dialect) -> tuple[sa.Insert, _Encoders]:
+    """`WITH w0 AS (INSERT INTO t0 (a, b) SELECT unnest(:w0_a), unnest(:w0_b)), … INSERT INTO
+    tn …`: the arrays of one table are of one length, and unnest walks them side by side."""
+    encoders: _Encoders = {}
+    inserts = []
+    for i, (table, columns) in enumerate(shape):
+        arrays = []
+        for c in columns:
+            kind = table.c[c].type
+            if isinstance(kind, TypeDecorator):
+                encoders[f"w{i}_{c}"] = functools.partial(kind.process_bind_param, dialect=dialect)
+                kind = kind.impl_instance
+            arrays.append(sa.func.unnest(sa.bindparam(f"w{i}_{c}", type_=postgresql.ARRAY(kind))))
+        inserts.append(table.insert().from_select(list(columns), sa.select(*arrays)))
+    *first, last = inserts
+    return last.add_cte(*(insert.cte(f"w{i}") for i, insert in enumerate(first))), encoders
 
 
 async def insert(
