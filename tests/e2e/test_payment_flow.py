@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from paygate.pipeline import Pipeline
+from paygate.runtime import Runtime
 from tests.e2e.conftest import operations
 from tests.support import idem, payment_body
 
@@ -127,3 +130,42 @@ async def test_refund_of_failed_or_pending_payment_refused(
     held = await pay(client, auth, capture=False)
     r = await client.post("/v1/refunds", json={"payment": held["id"]}, headers={**auth, **idem()})
     assert r.status_code == 409
+
+
+async def test_settled_answers_of_concurrent_waits_are_kept_for_their_replays(
+    client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime, pipeline: Pipeline
+) -> None:
+    # Twelve `Prefer: wait` creates at once: each key's record is rewritten with the answer its
+    # caller received (those that settle together in one statement), and a replay repeats it.
+    cards = [number for number, _, _ in OUTCOMES]
+    keys = [idem() for _ in cards]
+    updates: list[int] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE IDEMPOTENCY_KEYS"):
+            updates.append(len(params) if isinstance(params, list) else 1)
+
+    engine = runtime.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        first = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/payments",
+                    json=payment_body(card={"number": number}),
+                    headers={**auth, **key, **WAIT},
+                )
+                for number, key in zip(cards, keys, strict=True)
+            )
+        )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert [r.status_code for r in first] == [200] * len(cards)
+    assert [r.json()["status"] for r in first] == [status for _, status, _ in OUTCOMES]
+    assert sum(updates) == len(cards)  # every settled answer written, once
+    for number, key, answer in zip(cards, keys, first, strict=True):
+        again = await client.post(
+            "/v1/payments", json=payment_body(card={"number": number}), headers={**auth, **key}
+        )
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert (again.status_code, again.content) == (200, answer.content)

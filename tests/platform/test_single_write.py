@@ -54,6 +54,20 @@ async def test_a_single_write_is_committed_as_its_block_ends(db: Database) -> No
     assert await ids(db) == {"one"}
 
 
+async def test_one_statement_for_many_rows_is_written_whole_or_not_at_all(db: Database) -> None:
+    # Settled answers and webhook outcomes go as one statement with many parameter sets: on
+    # PostgreSQL, with no transaction around it, they still commit together or not at all.
+    async with db.single_write() as conn:
+        await conn.execute(notes.insert(), {"id": "taken"})
+    with pytest.raises(sa.exc.IntegrityError):
+        async with db.single_write() as conn:
+            await conn.execute(notes.insert(), [{"id": "a"}, {"id": "b"}, {"id": "taken"}])
+    assert await ids(db) == {"taken"}
+    async with db.single_write() as conn:
+        await conn.execute(notes.insert(), [{"id": "a"}, {"id": "b"}])
+    assert await ids(db) == {"taken", "a", "b"}
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.postgres
 async def test_a_single_write_sends_no_begin_or_commit(db: Database) -> None:

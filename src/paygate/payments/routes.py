@@ -82,7 +82,7 @@ async def create_payment(body: PaymentCreate, request: Request, m: Merchant) -> 
         return 202, payment
 
     settle = prefer.payment_waiter(request, rt, m.merchant_id, m.livemode)
-    return await idempotency.execute(request, m, work, required=True, settle=settle)
+    return await idempotency.execute(request, m, work, required=True, settle=settle, deferring=True)
 
 
 @router.get(
