@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -181,10 +182,17 @@ class Redis:
             client.close()
 
     def memory(self, payments: int) -> dict[str, Any]:
-        """What Redis holds per payment, in two classes by how long a key lives: kept longer than
-        a day (velocity counters and their once-per-payment marks) or not (cached reads, rate
-        limits); with the longest time to live seen in each, since the memory a load needs is
-        its rate times how long its keys live."""
+        """What Redis holds, in two views:
+
+        - `kinds`: the keys by what owns them and how long they live. A key naming a payment
+          (`pay_…`: its once-per-payment marks, its cached read) is the payment's; a key naming
+          a card (`:card:<fingerprint>:`: the velocity and fraud counters) is the card's, for
+          the hour bucket it counts; a key naming a merchant (`acct_…`: its counters) is the
+          merchant's; anything else is `other`. Per
+          kind: the keys, their bytes, how many owners they have, and their lifetime (the
+          longest time to live seen, rounded up to the minute, or the hour past one).
+        - `long` and `short` (kept for older readers): every key's bytes per payment, split at
+          a day's time to live, with the longest seen in each."""
         import redis
 
         client = redis.Redis.from_url(self.url)
@@ -192,6 +200,7 @@ class Redis:
             "long": {"bytes": 0, "keys": 0, "ttl_s": 0},
             "short": {"bytes": 0, "keys": 0, "ttl_s": 0},
         }
+        kinds: dict[tuple[str, int], dict[str, Any]] = {}
         try:
             for key in client.scan_iter(count=1000):
                 ttl = int(client.ttl(key))
@@ -200,6 +209,13 @@ class Redis:
                 group["bytes"] += size
                 group["keys"] += 1
                 group["ttl_s"] = max(group["ttl_s"], ttl)
+                owner, owned_by = _owner(key.decode(errors="replace"))
+                kind = kinds.setdefault(
+                    (owner, _lifetime(ttl)), {"keys": 0, "bytes": 0, "owners": set()}
+                )
+                kind["keys"] += 1
+                kind["bytes"] += size
+                kind["owners"].add(owned_by)
             used = int(client.info("memory")["used_memory"]) - self.empty_bytes
         finally:
             client.close()
@@ -209,12 +225,49 @@ class Redis:
                 name: {**group, "bytes_per_payment": round(group["bytes"] / payments)}
                 for name, group in classes.items()
             },
+            "kinds": [
+                {
+                    "owner": owner,
+                    "ttl_s": ttl_s,
+                    "keys": kind["keys"],
+                    "bytes": kind["bytes"],
+                    "owners": len(kind["owners"]),
+                    "bytes_per_owner": round(kind["bytes"] / len(kind["owners"])),
+                }
+                for (owner, ttl_s), kind in sorted(kinds.items())
+            ],
         }
 
     def stop(self) -> None:
         self.proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
+
+
+_PAYMENT = re.compile(r"\bpay_[0-9A-Za-z]+")
+_CARD = re.compile(r":card:([^:]+):")
+_MERCHANT = re.compile(r"\bacct_[0-9A-Za-z]+")
+
+
+def _owner(key: str) -> tuple[str, str]:
+    """What a Redis key belongs to: ("payment", its id), ("card", its fingerprint),
+    ("merchant", its id) or ("other", the key)."""
+    if found := _PAYMENT.search(key):
+        return "payment", found.group(0)
+    if found := _CARD.search(key):
+        return "card", found.group(1)
+    if found := _MERCHANT.search(key):
+        return "merchant", found.group(0)
+    return "other", key
+
+
+def _lifetime(ttl: int) -> int:
+    """A key's time to live rounded up to the minute, or to the hour past one (so that keys
+    written a moment apart fall in one kind); -1 (no expiry) stays -1."""
+    if ttl < 0:
+        return -1
+    step = 60 if ttl < 3_600 else 3_600
+    return -(-ttl // step) * step
 
 
 async def _pg(dsn: str, sql: str) -> list[Any]:

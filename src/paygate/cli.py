@@ -202,6 +202,7 @@ def estimate(
     cores_per_machine: Annotated[int, typer.Option(help="Cores of one machine.")] = 8,
     utilization: Annotated[float, typer.Option(help="Plan to run this busy at the peak.")] = 0.6,
     redis_shard_gb: Annotated[float, typer.Option(help="Memory of one Redis shard.")] = 64.0,
+    merchants: Annotated[int, typer.Option(help="Merchants taking payments.")] = 10_000,
     results: Annotated[
         Path | None,
         typer.Option(help="A `make bench` results file (default: the newest in bench/results)."),
@@ -225,6 +226,7 @@ def estimate(
                 cores_per_machine=cores_per_machine,
                 utilization=utilization,
                 redis_shard_gb=redis_shard_gb,
+                merchants=merchants,
             ),
         )
     except (OSError, ValueError, KeyError) as exc:

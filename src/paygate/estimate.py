@@ -94,6 +94,8 @@ class Target:
     utilization: float = 0.6
     # Memory of one Redis shard (a machine's worth, with room for forks and fragmentation).
     redis_shard_gb: float = 64.0
+    # Merchants taking payments (each keeps fraud counters per hour in Redis).
+    merchants: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -200,23 +202,11 @@ def plan(m: Measured, t: Target) -> list[Line]:
     redis_cores = t.tps * m.cpu_ms.get("redis", 0.0) / 1000
     shards = _count(redis_cores / t.utilization)
     shard_basis = f"{m.cpu_ms.get('redis', 0.0):.2f} ms CPU per payment"
-    if "long" in redis and "short" in redis:
-        # Memory is rate times lifetime: keys kept for days fill at the day's average rate,
-        # short-lived ones (cached reads, rate limits) at the peak.
-        long, short = redis["long"], redis["short"]
-        kept = long["bytes_per_payment"] * t.tps * t.average_share * long["ttl_s"]
-        cached = short["bytes_per_payment"] * t.tps * short["ttl_s"]
-        lines.append(
-            Line(
-                "redis",
-                "memory",
-                _bytes(kept + cached),
-                f"{long['bytes_per_payment']:,} B per payment kept {long['ttl_s'] / DAY_S:.0f}"
-                f" days ({_bytes(kept)}), {short['bytes_per_payment']:,} B kept"
-                f" {short['ttl_s']:,} s ({_bytes(cached)})",
-            )
-        )
-        by_memory = _count((kept + cached) / (t.redis_shard_gb * 1e9))
+    memory = _redis_memory(redis, t)
+    if memory is not None:
+        total, basis = memory
+        lines.append(Line("redis", "memory", _bytes(total), basis))
+        by_memory = _count(total / (t.redis_shard_gb * 1e9))
         shard_basis += f"; {t.redis_shard_gb:g} GB each"
         shards = max(shards, by_memory)
     else:
@@ -283,6 +273,62 @@ def _started(path: Path) -> str:
     except (OSError, ValueError, AttributeError):
         return ""
     return started if isinstance(started, str) else ""
+
+
+def _redis_memory(redis: dict[str, Any], t: Target) -> tuple[float, str] | None:
+    """Redis memory as rate times lifetime, per kind of key (`bench/servers.Redis.memory`):
+
+    - a payment's keys (its once-per-payment marks, its cached read), one set per payment;
+    - a card's counters, one set per card and hour bucket: planned as if every payment brought
+      a card not yet counted in its hour, an upper bound (a card paying twice in an hour shares
+      them);
+    - a merchant's counters, one set per merchant and hour: `merchants` of them, each counted
+      every hour, again an upper bound;
+    - anything else, as much as the run left.
+
+    Keys kept longer than a day fill at the day's average rate, shorter ones at the peak. A run
+    from before the breakdown has only two classes (kept more or less than a day), each at its
+    longest lifetime: less exact, and said so."""
+    kinds = redis.get("kinds")
+    if kinds:
+        total, parts = 0.0, []
+        for kind in kinds:
+            ttl, per_owner, owner = kind["ttl_s"], kind["bytes_per_owner"], kind["owner"]
+            if ttl <= 0 or owner == "other":
+                held = float(kind["bytes"])
+            elif owner == "merchant":
+                held = per_owner * t.merchants * max(1.0, ttl / 3_600)
+            else:
+                rate = t.tps * (t.average_share if ttl > DAY_S else 1.0)
+                held = per_owner * rate * ttl
+            total += held
+            if owner != "other":
+                parts.append(f"{per_owner:,} B a {owner} for {_lifetime(ttl)} ({_bytes(held)})")
+        basis = "; ".join(parts)
+        if any(kind["owner"] in ("card", "merchant") for kind in kinds):
+            basis += f" (each payment a card new to its hour, {t.merchants:,} merchants each"
+            basis += " hour: an upper bound)"
+        return total, basis
+    if "long" in redis and "short" in redis:
+        long, short = redis["long"], redis["short"]
+        kept = long["bytes_per_payment"] * t.tps * t.average_share * long["ttl_s"]
+        cached = short["bytes_per_payment"] * t.tps * short["ttl_s"]
+        basis = (
+            f"{long['bytes_per_payment']:,} B per payment kept {long['ttl_s'] / DAY_S:.0f}"
+            f" days ({_bytes(kept)}), {short['bytes_per_payment']:,} B kept"
+            f" {short['ttl_s']:,} s ({_bytes(cached)}); a run without the breakdown per kind"
+            " of key: rerun make bench"
+        )
+        return kept + cached, basis
+    return None
+
+
+def _lifetime(ttl_s: float) -> str:
+    if ttl_s >= DAY_S:
+        return f"{ttl_s / DAY_S:g} days"
+    if ttl_s >= 3_600:
+        return f"{ttl_s / 3_600:g} h"
+    return f"{ttl_s:g} s"
 
 
 def load_results(path: Path) -> Measured:

@@ -107,6 +107,31 @@ def test_storage_and_redis_follow_the_footprint() -> None:
     )
 
 
+def test_redis_memory_follows_each_kind_of_key() -> None:
+    day = 86400
+    kinds = [
+        {"owner": "payment", "ttl_s": 2 * day, "bytes_per_owner": 200, "bytes": 2000},
+        {"owner": "payment", "ttl_s": 300, "bytes_per_owner": 100, "bytes": 1000},
+        {"owner": "card", "ttl_s": 39 * day, "bytes_per_owner": 600, "bytes": 600},
+        {"owner": "merchant", "ttl_s": 39 * day, "bytes_per_owner": 300, "bytes": 300},
+        {"owner": "other", "ttl_s": -1, "bytes_per_owner": 1000, "bytes": 1000},
+    ]
+    m = estimate.Measured.from_results(results({**FOOTPRINT, "redis": {"kinds": kinds}}))
+    target = estimate.Target(tps=100, average_share=0.5, merchants=10)
+    line = lines_by_item(estimate.plan(m, target))["redis/memory"]
+    # Kept over a day: at the day's average rate (50/s); the cached reads at the peak; a card
+    # per payment; ten merchants, one set of counters an hour for 39 days; the rest as it is.
+    held = 200 * 50 * 2 * day + 100 * 100 * 300 + 600 * 50 * 39 * day + 300 * 10 * 39 * 24 + 1000
+    assert line.value == f"{held / 1e9:.1f} GB"
+    assert "600 B a card for 39 days" in line.basis and "upper bound" in line.basis
+
+
+def test_an_older_run_without_kinds_still_plans_and_says_so() -> None:
+    m = estimate.Measured.from_results(results(FOOTPRINT))
+    line = lines_by_item(estimate.plan(m, estimate.Target(tps=100)))["redis/memory"]
+    assert "rerun make bench" in line.basis
+
+
 def test_redis_shards_hold_the_memory_or_the_load_whichever_needs_more() -> None:
     m = estimate.Measured.from_results(results(FOOTPRINT))
     plan = lines_by_item(estimate.plan(m, estimate.Target(tps=100, redis_shard_gb=1)))
