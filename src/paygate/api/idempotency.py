@@ -220,10 +220,13 @@ _settlers: weakref.WeakKeyDictionary[Database, Coalescer[dict[str, Any], None]] 
 def _settled(db: Database) -> Coalescer[dict[str, Any], None]:
     settler = _settlers.get(db)
     if settler is None:
+        database = weakref.ref(db)  # the writer must not keep its own key alive
 
         async def write(
             batch: list[Submission[dict[str, Any], None]],
         ) -> list[BaseException | None]:
+            db = database()
+            assert db is not None  # its requests hold it
             async with db.single_write() as conn:
                 await conn.execute(_SETTLE, [item.value for item in batch])
             return [None] * len(batch)
