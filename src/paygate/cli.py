@@ -97,25 +97,11 @@ def api(
     metrics_dir = tempfile.mkdtemp(prefix="paygate-metrics-", dir=base)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        _serve_api(settings, workers)
+        from paygate.api import processes
+
+        processes.serve(settings.host, settings.port, workers)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _serve_api(settings: Settings, workers: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        "paygate.cli:api_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        log_config=None,
-        server_header=False,
-        # A server process still importing on a busy machine is not a dead one.
-        timeout_worker_healthcheck=30,
-    )
 
 
 def api_app() -> Any:
