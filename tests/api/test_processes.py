@@ -21,8 +21,7 @@ import pytest
 
 from paygate.api import processes
 from tests.cluster.topology import descendants
-from tests.e2e.serve import START_TIMEOUT_S, _free_port
-from tests.support import ADMIN_KEY, HMAC_SECRET, VAULT_KEYS
+from tests.e2e.serve import START_TIMEOUT_S, _free_port, gateway_env
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,17 +36,8 @@ class Api:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "api.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
-        env.update(
-            PAYGATE_DATA_DIR=str(tmp_path / "data"),
-            PAYGATE_DATABASE_URL=sqlite_url,
-            PAYGATE_ADMIN_KEY=ADMIN_KEY,
-            PAYGATE_HMAC_SECRET=HMAC_SECRET,
-            PAYGATE_VAULT_KEYS=VAULT_KEYS,
-            PAYGATE_LOG_FORMAT="json",
-            PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
-        )
-        self.env = env
+        metrics = str(tmp_path)
+        self.env = gateway_env(tmp_path / "data", sqlite_url, PROMETHEUS_MULTIPROC_DIR=metrics)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, workers: int = 2) -> subprocess.Popen[bytes]:

@@ -28,6 +28,23 @@ def _free_port() -> int:
         return port
 
 
+def gateway_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a gateway process: this one's without its PAYGATE_ settings, the test
+    secrets, JSON logs, the data folder, the database when given, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    env.update(
+        PAYGATE_DATA_DIR=str(data_dir),
+        PAYGATE_ADMIN_KEY=ADMIN_KEY,
+        PAYGATE_HMAC_SECRET=HMAC_SECRET,
+        PAYGATE_VAULT_KEYS=VAULT_KEYS,
+        PAYGATE_LOG_FORMAT="json",
+        **extra,
+    )
+    if database_url is not None:
+        env["PAYGATE_DATABASE_URL"] = database_url
+    return env
+
+
 class Gateway:
     """`paygate serve` subprocesses over one data folder and database, killed at teardown."""
 
@@ -35,18 +52,9 @@ class Gateway:
         self.data_dir = tmp_path / "data"
         self.logs = tmp_path / "logs"
         self.logs.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
-        env.update(
-            PAYGATE_DATA_DIR=str(self.data_dir),
-            PAYGATE_ADMIN_KEY=ADMIN_KEY,
-            PAYGATE_HMAC_SECRET=HMAC_SECRET,
-            PAYGATE_VAULT_KEYS=VAULT_KEYS,
-            PAYGATE_LOG_FORMAT="json",
-        )
         # SQLite is the embedded default (a file in the data folder); PostgreSQL is given.
-        if database_url.startswith("postgresql"):
-            env["PAYGATE_DATABASE_URL"] = database_url
-        self.env = env
+        given = database_url if database_url.startswith("postgresql") else None
+        self.env = gateway_env(self.data_dir, given)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.url = ""
 

@@ -3,7 +3,6 @@ scrape of `/metrics`, whichever process answers it, counts the requests of both.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -17,9 +16,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.e2e.serve import START_TIMEOUT_S, _free_port
+from tests.e2e.serve import START_TIMEOUT_S, _free_port, gateway_env
 from tests.metrics.support import Samples
-from tests.support import ADMIN_KEY, HMAC_SECRET, VAULT_KEYS
 
 HEALTHZ = {"method": "GET", "route": "/healthz", "status": "200"}
 
@@ -51,16 +49,7 @@ def test_metrics_aggregate_every_server_process(tmp_path: Path, sqlite_url: str)
     base.mkdir()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
-    env.update(
-        PAYGATE_DATA_DIR=str(tmp_path / "data"),
-        PAYGATE_DATABASE_URL=sqlite_url,
-        PAYGATE_ADMIN_KEY=ADMIN_KEY,
-        PAYGATE_HMAC_SECRET=HMAC_SECRET,
-        PAYGATE_VAULT_KEYS=VAULT_KEYS,
-        PAYGATE_LOG_FORMAT="json",
-        PROMETHEUS_MULTIPROC_DIR=str(base),
-    )
+    env = gateway_env(tmp_path / "data", sqlite_url, PROMETHEUS_MULTIPROC_DIR=str(base))
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
