@@ -99,7 +99,7 @@ def api(
     try:
         from paygate.api import processes
 
-        processes.serve(settings.host, settings.port, workers)
+        processes.serve(settings.host, settings.port, workers, stall_s=settings.api_stall_s)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     webhook_backoff_scale: float = 1.0
     # Webhooks in flight to one endpoint at once, per notifier process (paygate.notifications.loop).
     webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    # `paygate api --workers N`: a server process whose event loop has not turned for this long
+    # is killed and replaced (paygate.api.processes).
+    api_stall_s: float = Field(default=30.0, gt=0)
     recovery_backoff_scale: float = 1.0
     auth_deadline_s: float = 60.0
     smtp_url: str | None = None

@@ -1,10 +1,11 @@
 """`paygate api --workers N` as a real subprocess (paygate.api.processes): each server process
 accepts on a socket of its own, so the connections clients hold open spread evenly; a process
-that dies is replaced; a port another program holds is refused with the reason; SIGTERM stops
-them all."""
+that dies, or whose event loop stops turning, is replaced; a port another program holds is
+refused with the reason; SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -157,6 +158,30 @@ def test_a_process_that_dies_is_replaced(api: Api) -> None:
         pytest.fail(f"not replaced: {api.log.read_text(errors='replace')[-3000:]}")
     api.wait_serving(2)
     assert "api.process_died" in api.log.read_text()
+
+
+def test_a_process_whose_loop_stops_turning_is_replaced(api: Api) -> None:
+    # SIGSTOP: the process keeps its socket, and the kernel would keep handing it connections
+    # that nobody answers; its event loop's beat stops, and the supervisor replaces it.
+    api.env["PAYGATE_API_STALL_S"] = "3"
+    api.start(workers=2)
+    first = api.wait_serving(2)
+    frozen = min(first)
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S * 2
+        while time.monotonic() < deadline:
+            now = api.servers()
+            if frozen not in now and len(now) == 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"not replaced: {api.log.read_text(errors='replace')[-3000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    api.wait_serving(2)
+    assert "api.process_stalled" in api.log.read_text()
 
 
 def test_sigterm_stops_every_process(api: Api) -> None:

@@ -9,22 +9,27 @@ kernel spreads new connections over the sockets by their addresses, evenly whate
 is doing. Before starting them, the supervisor checks that nothing else holds the port: with
 `SO_REUSEPORT` a second gateway started by mistake would otherwise share it silently.
 
-The supervisor restarts a process that dies (the next one, as its predecessor, in a moment),
-and stops them all, gracefully, on SIGTERM or SIGINT. A process that fails to start (its
-lifespan refused: a bad setting, a database it cannot reach) stops the whole service with an
-error, as uvicorn does. Off Linux, where `SO_REUSEPORT` is missing or does not spread
-connections, uvicorn's workers serve.
+The supervisor restarts a process that dies, and one that hangs: each process's event loop
+beats every second or two (uvicorn's `callback_notify`) into a value the supervisor reads, and
+a process silent for `PAYGATE_API_STALL_S` (30 s; two minutes to start) is killed and replaced.
+A hung process would otherwise keep its socket, and the kernel would keep handing it its share
+of new connections. The supervisor stops them all, gracefully, on SIGTERM or SIGINT. A process
+that fails to start (its lifespan refused: a bad setting, a database it cannot reach) stops the
+whole service with an error, as uvicorn does. Off Linux, where `SO_REUSEPORT` is missing or
+does not spread connections, uvicorn's workers serve.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -38,15 +43,17 @@ STARTUP_FAILURE = 3
 STOP_GRACE_S = 30.0
 # A process that dies sooner than this after its start waits this long before its restart.
 RESTART_PAUSE_S = 1.0
+# How long a process may take from its start to its first beat (imports, the app's start-up).
+START_S = 120.0
 
 
-def serve(host: str, port: int, workers: int) -> None:
+def serve(host: str, port: int, workers: int, *, stall_s: float = 30.0) -> None:
     """Serve the API on `host`:`port` with `workers` processes until SIGTERM or SIGINT."""
     if workers <= 1 or not _spreads():
         _uvicorn(host, port, workers)
         return
     _check_free(host, port)
-    Supervisor(host, port, workers).run()
+    Supervisor(host, port, workers, stall_s=stall_s).run()
 
 
 def _spreads() -> bool:
@@ -95,9 +102,13 @@ def _check_free(host: str, port: int) -> None:
         raise SystemExit(f"cannot serve on {host}:{port}: {exc.strerror}") from None
 
 
-def _serve_one(host: str, port: int) -> None:
-    """One server process: its own socket on the shared port, then uvicorn on it."""
+def _serve_one(host: str, port: int, beat: ctypes.c_double) -> None:
+    """One server process: its own socket on the shared port, then uvicorn on it, its event
+    loop writing the time into `beat` as it turns."""
     import uvicorn
+
+    async def alive() -> None:
+        beat.value = time.monotonic()  # the same clock in every process of the machine
 
     try:
         sock = _listener(host, port, shared=True)
@@ -105,7 +116,14 @@ def _serve_one(host: str, port: int) -> None:
         log.error("api.bind_failed", host=host, port=port, error=exc.strerror)
         sys.exit(STARTUP_FAILURE)
     config = uvicorn.Config(
-        APP, factory=True, host=host, port=port, log_config=None, server_header=False
+        APP,
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        server_header=False,
+        callback_notify=alive,
+        timeout_notify=1,
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
@@ -113,20 +131,35 @@ def _serve_one(host: str, port: int) -> None:
         sys.exit(STARTUP_FAILURE)
 
 
+@dataclass
+class _Running:
+    process: BaseProcess
+    beat: ctypes.c_double
+    started: float = field(default_factory=time.monotonic)
+
+    def stalled(self, now: float, stall_s: float) -> bool:
+        """Silent for longer than `stall_s` since its last beat, or than `START_S` since its
+        start when it has not beaten yet."""
+        if self.beat.value:
+            return now - self.beat.value > stall_s
+        return now - self.started > START_S
+
+
 class Supervisor:
-    def __init__(self, host: str, port: int, workers: int) -> None:
-        self.host, self.port, self.workers = host, port, workers
+    def __init__(self, host: str, port: int, workers: int, *, stall_s: float = 30.0) -> None:
+        self.host, self.port, self.workers, self.stall_s = host, port, workers, stall_s
         self._context = multiprocessing.get_context("spawn")
-        self._processes: list[tuple[BaseProcess, float]] = []
+        self._processes: list[_Running] = []
         self._stopping = False
         self.failed = False
 
-    def _start(self) -> tuple[BaseProcess, float]:
+    def _start(self) -> _Running:
+        beat = self._context.RawValue(ctypes.c_double, 0.0)  # a double both processes see
         process = self._context.Process(
-            target=_serve_one, args=(self.host, self.port), name="paygate-api"
+            target=_serve_one, args=(self.host, self.port, beat), name="paygate-api"
         )
         process.start()
-        return process, time.monotonic()
+        return _Running(process, beat)
 
     def _stop(self, _signum: int, _frame: FrameType | None) -> None:
         self._stopping = True
@@ -147,27 +180,35 @@ class Supervisor:
             raise SystemExit(STARTUP_FAILURE)
 
     def _keep_alive(self) -> None:
-        for i, (process, started) in enumerate(self._processes):
-            if process.is_alive() or self._stopping:
-                continue
+        now = time.monotonic()
+        for i, running in enumerate(self._processes):
+            if self._stopping:
+                return
+            process = running.process
+            if process.is_alive():
+                if not running.stalled(now, self.stall_s):
+                    continue
+                log.error("api.process_stalled", pid=process.pid, stall_s=self.stall_s)
+                process.kill()
             process.join()
             if process.exitcode == STARTUP_FAILURE:
                 log.error("api.process_failed_to_start", pid=process.pid)
                 self.failed = self._stopping = True
                 return
             log.warning("api.process_died", pid=process.pid, exitcode=process.exitcode)
-            if time.monotonic() - started < RESTART_PAUSE_S:
+            if now - running.started < RESTART_PAUSE_S:
                 time.sleep(RESTART_PAUSE_S)
             self._processes[i] = self._start()
 
     def _stop_all(self) -> None:
         """SIGTERM to each (uvicorn finishes the requests in flight), SIGKILL to any left after
         the grace period."""
-        for process, _ in self._processes:
-            if process.is_alive() and process.pid is not None:
-                _signal(process.pid, signal.SIGTERM)
+        for running in self._processes:
+            if running.process.is_alive() and running.process.pid is not None:
+                _signal(running.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for process, _ in self._processes:
+        for running in self._processes:
+            process = running.process
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
