@@ -75,6 +75,17 @@ class Api:
             time.sleep(0.1)
         pytest.fail(f"not serving in time: {self.log.read_text(errors='replace')[-3000:]}")
 
+    def wait_replaced(self, gone: int, *, processes: int) -> None:
+        """Until `gone` no longer serves and `processes` server processes answer again."""
+        deadline = time.monotonic() + START_TIMEOUT_S * 2
+        while time.monotonic() < deadline:
+            now = self.servers()
+            if gone not in now and len(now) == processes:
+                self.wait_serving(processes)
+                return
+            time.sleep(0.1)
+        pytest.fail(f"not replaced: {self.log.read_text(errors='replace')[-3000:]}")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -148,15 +159,7 @@ def test_a_process_that_dies_is_replaced(api: Api) -> None:
     first = api.wait_serving(2)
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + START_TIMEOUT_S * 2
-    while time.monotonic() < deadline:
-        now = api.servers()
-        if victim not in now and len(now) == 2:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"not replaced: {api.log.read_text(errors='replace')[-3000:]}")
-    api.wait_serving(2)
+    api.wait_replaced(victim, processes=2)
     assert "api.process_died" in api.log.read_text()
 
 
@@ -169,18 +172,10 @@ def test_a_process_whose_loop_stops_turning_is_replaced(api: Api) -> None:
     frozen = min(first)
     os.kill(frozen, signal.SIGSTOP)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S * 2
-        while time.monotonic() < deadline:
-            now = api.servers()
-            if frozen not in now and len(now) == 2:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"not replaced: {api.log.read_text(errors='replace')[-3000:]}")
+        api.wait_replaced(frozen, processes=2)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(frozen, signal.SIGCONT)
-    api.wait_serving(2)
     assert "api.process_stalled" in api.log.read_text()
 
 

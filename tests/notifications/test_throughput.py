@@ -26,6 +26,7 @@ from tests.conftest import make_settings
 from tests.notifications.conftest import Events
 from tests.notifications.support import Receiver, eventually
 from tests.notifications.test_delivery import endpoint, pay
+from tests.support import statements
 
 
 @pytest.fixture
@@ -312,21 +313,12 @@ async def test_outcomes_are_written_together_and_one_whose_delivery_is_gone_is_d
             )
         )
     ]
-    statements: list[str] = []
-
-    def seen_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    engine = runtime.db.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", seen_statement)
-    try:
+    with statements(runtime.db) as sent:
         async with runtime.db.single_write() as conn:
             await repository.record_outcomes(conn, outcomes)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", seen_statement)
     # PostgreSQL: one statement for every outcome (one round trip); SQLite: the update and
     # the insert, each for every outcome.
-    assert len(statements) == (2 if runtime.db.is_sqlite else 1), statements
+    assert len(sent) == (2 if runtime.db.is_sqlite else 1), sent
     async with runtime.db.read() as conn:
         kept = list(
             await conn.execute(

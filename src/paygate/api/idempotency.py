@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import json
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -150,8 +150,10 @@ async def execute(
         raise _in_flight()
     rt.inflight.add(scope)
     try:
-        together = deferred.deferred if deferring else _not_deferred
-        async with rt.db.transaction() as conn, together(conn):
+        async with (
+            rt.db.transaction() as conn,
+            deferred.deferred(conn) if deferring else contextlib.nullcontext(),
+        ):
             if not rt.db.is_sqlite:
                 locked = await conn.scalar(_LOCK, {"lock_id": _lock_id(scope)})
                 if not locked:
@@ -235,11 +237,6 @@ def _settled(db: Database) -> Coalescer[dict[str, Any], None]:
             write, key=lambda v: (v["match_merchant"], v["match_endpoint"], v["match_key"])
         )
     return settler
-
-
-@contextlib.asynccontextmanager
-async def _not_deferred(_conn: AsyncConnection) -> AsyncIterator[None]:
-    yield
 
 
 def _open(rt: Runtime, key_id: str | None, body: bytes, aad: bytes) -> bytes:

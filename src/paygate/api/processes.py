@@ -32,12 +32,15 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 import structlog
 
 log = structlog.get_logger("paygate.api")
 
 APP = "paygate.cli:api_app"
+# How uvicorn serves it either way: an app factory, the gateway's own logging, no Server header.
+SERVER: dict[str, Any] = {"factory": True, "log_config": None, "server_header": False}
 # uvicorn's exit code for a server whose start-up failed.
 STARTUP_FAILURE = 3
 STOP_GRACE_S = 30.0
@@ -67,14 +70,12 @@ def _uvicorn(host: str, port: int, workers: int) -> None:
 
     uvicorn.run(
         APP,
-        factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_config=None,
-        server_header=False,
         # A server process still importing on a busy machine is not a dead one.
         timeout_worker_healthcheck=30,
+        **SERVER,
     )
 
 
@@ -116,14 +117,7 @@ def _serve_one(host: str, port: int, beat: ctypes.c_double) -> None:
         log.error("api.bind_failed", host=host, port=port, error=exc.strerror)
         sys.exit(STARTUP_FAILURE)
     config = uvicorn.Config(
-        APP,
-        factory=True,
-        host=host,
-        port=port,
-        log_config=None,
-        server_header=False,
-        callback_notify=alive,
-        timeout_notify=1,
+        APP, host=host, port=port, callback_notify=alive, timeout_notify=1, **SERVER
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
