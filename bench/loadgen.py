@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from client import Client
-from scenarios import SCENARIOS, Ctx, Tally
+from scenarios import SCENARIOS, Ctx, Tally, paced_accept
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class Job:
     # pairs of stored payments, shared whole by every client (reads and lists change nothing).
     keys: list[str] = field(default_factory=list)
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    # bench/sustained.py: payments a second offered on a clock (`paced_accept`), shared out among
+    # the processes; `clients` is then each process's connections, not its concurrent loops.
+    rate: float = 0.0
 
 
 @dataclass
@@ -64,6 +67,11 @@ async def _drive(job: Job, seed: int) -> Tally:
 
     async with Client(job.url, connections=job.clients) as client:
         until = time.perf_counter() + job.seconds
+        if job.rate:
+            ctx = Ctx(client, job.key, until, tally, [], rng(0))
+            # Two seconds of arrivals in flight: far past any latency worth measuring.
+            await paced_accept(ctx, job.rate, most=max(64, int(2 * job.rate)))
+            return tally
         run = SCENARIOS[job.scenario]
         await asyncio.gather(
             *(
@@ -122,7 +130,10 @@ def run(job: Job, processes: int) -> Outcome:
     """Run `job` in `processes` forked generator processes and merge what they saw."""
     ctx = mp.get_context("fork")
     out = ctx.Queue()
-    shares = [replace(job, ids=_share(job.ids, i, processes)) for i in range(processes)]
+    shares = [
+        replace(job, ids=_share(job.ids, i, processes), rate=job.rate / processes)
+        for i in range(processes)
+    ]
     procs = [
         ctx.Process(target=_child, args=(shares[i], i, out), daemon=True) for i in range(processes)
     ]

@@ -10,7 +10,15 @@ from typing import Any
 import loadgen
 import procstat
 
-CREATES = {"accept", "end_to_end", "mixed_day", "peer_accept", "peer_end_to_end", "spread_accept"}
+CREATES = {
+    "accept",
+    "paced_accept",
+    "end_to_end",
+    "mixed_day",
+    "peer_accept",
+    "peer_end_to_end",
+    "spread_accept",
+}
 COMPLETES = {"end_to_end", "mixed_day", "peer_end_to_end"}
 
 

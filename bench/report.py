@@ -156,6 +156,8 @@ def print_report(results: dict[str, Any]) -> None:
                 "no commit count); on PostgreSQL = write transactions per second (transaction ids)"
             )
         _processes(console, res)
+        if res.get("sustained"):
+            _sustained(console, res["sustained"])
         d = res["durability"]
         api_ok = d["api_sample_checked"] - len(d["api_sample_missing"])
         console.print(
@@ -170,6 +172,44 @@ def print_report(results: dict[str, Any]) -> None:
                 f"{_x(vs['accept_p99'])}; end-to-end rate {_x(vs['end_to_end_rate'])}, "
                 f"end-to-end p99 {_x(vs['end_to_end_p99'])}"
             )
+
+
+# The issue's goal: the global Black-Friday peak of the largest processors, payments a second.
+GOAL_PER_S = 2300
+
+
+def _sustained(console: Console, found: dict[str, Any]) -> None:
+    """The open loop's steps (bench/sustained.py) and the most it held."""
+    c = found["criteria"]
+    t = Table(
+        title=(
+            f"sustained: payments offered on a clock, {c['seconds_per_step']:g} s a step; a step "
+            f"holds with none refused, create p99 ≤ {c['create_p99_ms']:g} ms from each "
+            f"payment's due time, and at most {c['in_flight_at_end_s']:g} s of arrivals in "
+            "flight at its end"
+        ),
+        title_justify="left",
+    )
+    for name in ("offered/s", "accepted/s", "create ms p50/95/99", "in flight at end"):
+        t.add_column(name, justify="right")
+    for name in ("CPU ms/payment", "gen CPU", "held"):
+        t.add_column(name, justify="right")
+    for step in found["steps"]:
+        t.add_row(
+            _n(step["offered_per_s"]),
+            _n(step["accepted_per_s"]),
+            _lat(step["create_ms"]),
+            str(step["in_flight_at_end"]),
+            _n(step["server"].get("cpu_ms_per_op")),
+            f"{step['generator']['busiest_process_cpu_pct']:.0f}%",
+            "yes" if step["held"] else "no: " + "; ".join(step["why_not"]),
+        )
+    console.print(t)
+    held = found["held_per_s"]
+    console.print(
+        f"[bold]sustained: {_n(held)} payments/s held[/]"
+        + (f" ({held / GOAL_PER_S:.1%} of the goal's {GOAL_PER_S:,}/s)" if held else "")
+    )
 
 
 # A generator process busier than this may have set the pace itself: its row measures the
@@ -215,7 +255,8 @@ def _processes(console: Console, res: dict[str, Any]) -> None:
 
 
 def failures(results: dict[str, Any]) -> list[str]:
-    """What makes the run fail: lost payments, or a scenario where nothing worked."""
+    """What makes the run fail: lost payments, or a scenario or sustained step where nothing
+    worked."""
     out = []
     for mode, res in results["modes"].items():
         d = res["durability"]
@@ -227,6 +268,9 @@ def failures(results: dict[str, Any]) -> list[str]:
         for name, fig in res["scenarios"].items():
             if not fig["ops"]:
                 out.append(f"{mode}: scenario {name} completed no operation ({fig['errors']})")
+        for step in (res.get("sustained") or {}).get("steps", []):
+            if not step["ops"]:
+                out.append(f"{mode}: sustained step {step['offered_per_s']}/s accepted nothing")
     peer = results.get("peer") or {}
     for name in ("accept", "end_to_end"):
         if name in peer and not peer[name]["ops"]:

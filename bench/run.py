@@ -6,10 +6,12 @@
 For each mode: the limits (a bare FastAPI endpoint on uvicorn, the same endpoint doing one
 durable INSERT, raw batched inserts), then the gateway started fresh (`paygate serve`, or
 `paygate cluster` on PostgreSQL, NATS and Redis) under the scenarios `accept`, `end_to_end`,
-`status_reads` and `mixed_day`, then the durability check (SIGKILL under load, restart, every
+`status_reads` and `mixed_day`, then the sustained rate (bench/sustained.py: payments offered on
+a clock, the most the gateway keeps up with while its create call's p99 stays under 50 ms),
+then the durability check (SIGKILL under load, restart, every
 acknowledged payment still there). Then the peer, localstripe, under `accept` and `end_to_end`.
 A table is printed and everything is written to bench/results/<date>-<mode>.json. The run
-fails (exit 1) when an acknowledged payment is missing or a scenario did nothing at all; it
+fails (exit 1) when an acknowledged payment is missing or a scenario or step did nothing; it
 never judges speed. docs/performance.md explains each figure.
 """
 
@@ -35,6 +37,7 @@ import loadgen
 import procstat
 import report
 import servers
+import sustained
 from measure import drain, measure
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -191,6 +194,10 @@ def run_gateway(mode: str, folder: Path, a: argparse.Namespace) -> dict[str, Any
             scenarios[name] = figures
             acked += out.tally.acked
         result["scenarios"] = scenarios
+        say(f"gateway: {mode} sustained rate, payments offered on a clock")
+        e2e = scenarios["end_to_end"]["completed_per_s"] or 0.0
+        result["sustained"], made = sustained.run(gw, a, e2e)
+        acked += made
         result["webhook_events"] = list(servers.OUTCOME_EVENTS)
         result["footprint"] = gw.footprint(since=empty)
         result["durability"] = durability(gw, acked, a)

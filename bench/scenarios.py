@@ -6,7 +6,8 @@ the answer is `succeeded`), `status_reads` (GET of existing payments), `mixed_da
 authorize-then-capture, cancels, refunds, declines, reads), bench/growth.py's `spread_accept`,
 `spread_reads`, `list_first` and `list_deep` (each request as a random merchant), the peer's
 `accept` and `end_to_end` (localstripe PaymentIntents), and the limits' `bare_json` and
-`durable_insert`.
+`durable_insert`. `paced_accept` is the one open loop: `accept` sent on a clock by one coroutine
+per generator process (bench/sustained.py).
 """
 
 from __future__ import annotations
@@ -126,6 +127,46 @@ async def end_to_end(ctx: Ctx) -> None:
             ctx.tally.outcome_s.append(elapsed)
 
     await _loop(ctx, one)
+
+
+async def paced_accept(ctx: Ctx, rate: float, most: int) -> None:
+    """`accept` on a clock: a payment is due every 1/`rate` s whatever the answers before it
+    (an open loop; bench/sustained.py). Its latency runs from when it was due, so a request that
+    waited for a connection or for the generator counts that wait. With `most` in flight, a due
+    payment is not sent but counted `shed`: the gateway is too far behind to measure."""
+    start = time.perf_counter()
+    flying: set[asyncio.Task[None]] = set()
+
+    async def one(due: float) -> None:
+        try:
+            r = await ctx.client.post(
+                "/v1/payments", json=payment_body(), headers=_headers(ctx, wait=False)
+            )
+        except ERRORS as exc:
+            ctx.tally.bump(ctx.tally.errors, type(exc).__name__)
+            return
+        ctx.tally.code(r.status_code)
+        pid = r.json().get("id") if r.status_code < 300 else None
+        if pid:
+            ctx.tally.accepted += 1
+            ctx.tally.acked.append(pid)
+            ctx.tally.ops += 1
+            ctx.tally.create_s.append(time.perf_counter() - due)
+
+    n = 0
+    while (due := start + n / rate) < ctx.until:
+        n += 1
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        ctx.tally.bump(ctx.tally.outcomes, "offered")
+        if len(flying) >= most:
+            ctx.tally.bump(ctx.tally.errors, "shed")
+            continue
+        task = asyncio.create_task(one(due))
+        flying.add(task)
+        task.add_done_callback(flying.discard)
+    if flying:
+        await asyncio.wait(flying)
 
 
 async def status_reads(ctx: Ctx) -> None:

@@ -129,6 +129,22 @@ def test_smoke_json_holds_every_figure(smoke: Any) -> None:
     assert sum(embedded["scenarios"][n]["webhooks_received"] for n in SCENARIOS) > 0
 
 
+def test_smoke_sustained_step(smoke: Any) -> None:
+    """One step of the open loop (a smoke run takes no more): payments offered on the clock to
+    the real gateway, its figures and its verdict recorded."""
+    proc, results = smoke
+    assert "sustained: " in proc.stdout and "payments/s held" in proc.stdout
+    found = results["modes"]["embedded"]["sustained"]
+    assert found["criteria"]["create_p99_ms"] == 50
+    (step,) = found["steps"]
+    _figures(step)
+    offered = step["outcomes"]["offered"]
+    assert abs(offered - step["offered_per_s"] * found["criteria"]["seconds_per_step"]) <= 1
+    assert _is(step["in_flight_at_end"], int) and isinstance(step["held"], bool)
+    assert step["held"] == (not step["why_not"])
+    assert found["held_per_s"] == (step["offered_per_s"] if step["held"] else None)
+
+
 def test_smoke_durability_and_peer(smoke: Any) -> None:
     _, results = smoke
     d = results["modes"]["embedded"]["durability"]
