@@ -2,17 +2,20 @@
 
     python bench/compare.py --before REV [--before-env K=V ...] [--after-env K=V ...]
                             [--mode embedded|scaleout] [--scenarios accept,end_to_end]
-                            [--seconds S] [--rounds N] [--clients C]
+                            [--seconds S] [--rounds N] [--clients C] [--rate R]
 
 `--before` is a git revision, checked out into a temporary worktree; the after side is this
 working tree. Each round starts a fresh gateway of each side in turn (ABAB…, so that a machine
 that gets busier part way hurts both sides alike) and runs every scenario on it; the table gives
 the median over the rounds of each figure, and the after/before ratio. `--before-env` and
 `--after-env` set PAYGATE_ settings of one side (compare a setting on one tree with
-`--before HEAD`). On SQLite it also reads, from /metrics, how many write transactions shared each
-commit (`paygate_db_group_commit_writers`); on PostgreSQL, its write transactions and WAL
-fsyncs (`Gateway.pg_writes`, `pg_stat_wal`); scale-out, the commands its Redis served per
-operation (counted after the backlog drained). docs/performance.md records what it printed.
+`--before HEAD`). The scenario `paced_accept` offers `--rate` payments a second on a clock
+(bench/sustained.py): CPU a payment and the create call's latency at a load the gateway keeps up
+with, where the closed loop's scenarios give them at its most. On SQLite it also reads, from
+/metrics, how many write transactions shared each commit (`paygate_db_group_commit_writers`);
+on PostgreSQL, its write transactions and WAL fsyncs (`Gateway.pg_writes`, `pg_stat_wal`);
+scale-out, the commands its Redis served per operation (counted after the backlog drained).
+docs/performance.md records what it printed.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--rate", type=float, default=50.0, help="payments/s of paced_accept")
     return ap.parse_args(argv)
 
 
@@ -103,7 +107,8 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
         key = gw.create_merchant()
         out: dict[str, Any] = {}
         for name in a.scenarios.split(","):
-            job = loadgen.Job(name, gw.url, key, a.seconds, a.clients // a.processes)
+            rate = a.rate if name == "paced_accept" else 0.0
+            job = loadgen.Job(name, gw.url, key, a.seconds, a.clients // a.processes, rate=rate)
             shared0, pg0, redis0 = _group_commits(gw.url), _pg_commits(gw), _redis_commands(gw)
             sent0 = servers.received(webhooks)
             figures, _ = measure(job, a.processes, gw.sample)
