@@ -44,7 +44,9 @@ class Pipeline:
         self.bank = bank
         self.roles = frozenset(roles)
         self.bus = bus or LocalBus(dead_letter=self.dead_letter)
-        self.relay = Relay(rt.db, self.bus)
+        # On the in-process bus every writer of events is in this process, and wakes the relay
+        # after its commit (`Runtime.changed`).
+        self.relay = Relay(rt.db, self.bus, woken=isinstance(self.bus, LocalBus))
         self.processor = Processor(rt, bank)
         self.recovery = Recovery(self.processor)
         self.fraud: FraudWorker | None = None

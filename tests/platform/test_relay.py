@@ -73,3 +73,96 @@ async def test_batches_in_flight_publish_each_event_once(database_url: str, in_f
         bus.release.set()
         await relay.wait_idle()
         await db.dispose()
+
+
+class RecordingBus(HeldBus):
+    """Publishes at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release.set()
+
+    def published(self) -> list[str]:
+        return [e["data"]["object"]["id"] for batch in self.batches for e in batch]
+
+
+async def _emit(db: Database, object_id: str) -> None:
+    async with db.transaction() as conn:
+        obj = {"id": object_id, "amount": 100}
+        await emit(conn, type="payment.created", obj=obj, merchant_id="mch_1", sequence=1)
+
+
+async def _until(check: Any, seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not check():
+            await asyncio.sleep(0.005)
+
+
+def _count_reads(relay: Relay, after_read: Any = None) -> list[int]:
+    """Count the relay's reads of the outbox; `after_read(n)` runs once the n-th returned."""
+    reads = [0]
+    read = relay._next_batch
+
+    async def counted() -> Any:
+        rows = await read()
+        reads[0] += 1
+        if after_read is not None:
+            await after_read(reads[0])
+        return rows
+
+    relay._next_batch = counted  # type: ignore[method-assign]
+    return reads
+
+
+async def test_a_woken_relay_reads_once_per_batch(database_url: str) -> None:
+    """`paygate serve`: every commit wakes the relay, so a batch that took every unsent event is
+    not followed by a read that finds nothing; without a wake it would wait the whole `idle_s`."""
+    db = Database(database_url)
+    bus = RecordingBus()
+    relay = Relay(db, bus, woken=True, idle_s=60)  # type: ignore[arg-type]
+    reads = _count_reads(relay)
+    task = asyncio.create_task(relay.run())
+    try:
+        await _until(lambda: reads[0] == 1)  # the first look, at start
+        for n in range(3):
+            await _emit(db, f"pay_{n}")
+            relay.wake()
+            await _until(lambda n=n: len(bus.published()) == n + 1)
+        await asyncio.sleep(0.05)
+        assert bus.published() == ["pay_0", "pay_1", "pay_2"]
+        assert reads[0] == 1 + 3  # two a batch before
+    finally:
+        task.cancel()
+        await relay.wait_idle()
+        await db.dispose()
+
+
+@pytest.mark.parametrize("woken", [True, False])
+async def test_an_event_committed_after_the_read_is_published_at_once(
+    database_url: str, woken: bool
+) -> None:
+    """An event committed after a read took its batch: woken, its commit's wake brings it;
+    otherwise (scale-out, where other processes commit without waking the relay) the read after
+    every batch that found something does. Either way, well before `idle_s`."""
+    db = Database(database_url)
+    bus = RecordingBus()
+    relay = Relay(db, bus, woken=woken, idle_s=60)  # type: ignore[arg-type]
+
+    async def commit_another(n: int) -> None:
+        if n == 2:  # the read that took pay_0 has returned
+            await _emit(db, "pay_1")
+            if woken:
+                relay.wake()
+
+    reads = _count_reads(relay, commit_another)
+    task = asyncio.create_task(relay.run())
+    try:
+        await _until(lambda: reads[0] == 1)
+        await _emit(db, "pay_0")
+        relay.wake()
+        await _until(lambda: len(bus.published()) == 2)
+        assert bus.published() == ["pay_0", "pay_1"]
+    finally:
+        task.cancel()
+        await relay.wait_idle()
+        await db.dispose()

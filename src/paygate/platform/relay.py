@@ -59,11 +59,17 @@ class Relay:
         batch_size: int = 200,
         max_in_flight: int = 4,
         idle_s: float = 0.05,
+        woken: bool = False,
     ) -> None:
         self.db = db
         self.bus = bus
         self.batch_size = batch_size
         self.idle_s = idle_s
+        # True where every commit that writes events wakes the relay (`paygate serve`, whose
+        # writers all run in this process): after a batch that took every unsent event, it
+        # waits for the next wake instead of reading once more to find nothing. Elsewhere that
+        # read is what finds the events of other processes' commits without waiting `idle_s`.
+        self.woken = woken
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[int] = set()
         self._publishing: set[asyncio.Task[None]] = set()
@@ -75,14 +81,19 @@ class Relay:
 
     async def run(self) -> None:
         while True:
+            if self.woken:
+                # Cleared before the read: a commit the read may not see wakes the wait below.
+                self._wake.clear()
             try:
                 found = await self.pump()
             except Exception as exc:  # the database may be restarting: keep the loop alive
                 reraise_if_cancelling(exc)
                 log.error("relay.error", error=f"{type(exc).__name__}: {exc}"[:300])
                 found = 0
-            if not found:
-                self._wake.clear()
+            # A batch smaller than `batch_size` took every unsent event the read saw.
+            if not found or (self.woken and found < self.batch_size):
+                if not self.woken:
+                    self._wake.clear()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.idle_s):
