@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 import loadgen
+import machine
 import servers
 from measure import drain, measure
 
@@ -105,7 +106,7 @@ def _one(side: str, src: Path, env: dict[str, str], a: argparse.Namespace) -> di
         gw.server.env.update(env)
         gw.start()
         key = gw.create_merchant()
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"machine": machine.speed()}  # the host's speed for this side
         for name in a.scenarios.split(","):
             rate = a.rate if name == "paced_accept" else 0.0
             job = loadgen.Job(name, gw.url, key, a.seconds, a.clients // a.processes, rate=rate)
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"before: {a.before} {a.before_env}  after: working tree {a.after_env}")
     print(f"{a.mode}, {a.seconds:g} s per scenario, {a.clients} clients, median of {a.rounds}")
+    for side, done in runs.items():  # bench/machine.py: a round the host slowed shows here
+        probes = ", ".join(f"{r['machine']['wall_per_cpu']:.2f}" for r in done)
+        print(f"{side}: machine wall/CPU by round {probes}")
     print("| scenario | figure | before | after | after/before |")
     print("|---|---|---|---|---|")
     for scenario in a.scenarios.split(","):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+import machine
 from rich.console import Console
 from rich.table import Table
 
@@ -131,6 +132,7 @@ def print_report(results: dict[str, Any]) -> None:
         f"{o['clients']} clients in {o['processes']} generator process(es), {m['cpus']} CPUs, "
         f"load average at start {m['loadavg_start'][0]:.2f} / end {m['loadavg_end'][0]:.2f}"
     )
+    _machine_speed(console, m)
     for mode, res in results["modes"].items():
         t = _table(f"{mode} ({res['database']}, {res['limits']['server_processes']} API process)")
         for name in LIMIT_ROWS:
@@ -172,6 +174,29 @@ def print_report(results: dict[str, Any]) -> None:
                 f"{_x(vs['accept_p99'])}; end-to-end rate {_x(vs['end_to_end_rate'])}, "
                 f"end-to-end p99 {_x(vs['end_to_end_p99'])}"
             )
+
+
+def _machine_speed(console: Console, m: dict[str, Any]) -> None:
+    """bench/machine.py's probe at the run's start and end, and a warning when the host lent
+    the run less than most of a core."""
+    ends = [(name, m.get(f"speed_{name}")) for name in ("start", "end")]
+    ends = [(name, fig) for name, fig in ends if fig]
+    if not ends:
+        return
+    console.print(
+        "machine speed (a fixed unit of work): "
+        + "; ".join(
+            f"{name} {fig['cpu_ms_per_unit']:.2f} ms CPU, wall/CPU {fig['wall_per_cpu']:.2f}"
+            for name, fig in ends
+        )
+    )
+    short = [name for name, fig in ends if machine.lent(fig) < machine.LENT_AT_LEAST]
+    if short:
+        console.print(
+            f"[bold yellow]the host lent less than {machine.LENT_AT_LEAST:.0%} of a core[/] at "
+            f"the run's {' and '.join(short)}: its figures are the host's as much as the "
+            "gateway's; compare within one run, or run again"
+        )
 
 
 # The issue's goal: the global Black-Friday peak of the largest processors, payments a second.

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import limits
 import loadgen
+import machine
 import procstat
 import report
 import servers
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+            "speed_start": machine.speed(),
         },
         "modes": {},
         "peer": None,
@@ -266,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
     results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["speed_end"] = machine.speed()
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     report.add_ratios(results)
     report.print_report(results)

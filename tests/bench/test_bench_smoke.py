@@ -94,6 +94,9 @@ def test_smoke_json_holds_every_figure(smoke: Any) -> None:
     assert results is not None
     assert results["options"]["smoke"] is True
     assert _is(results["machine"]["cpus"], int) and len(results["machine"]["loadavg_start"]) == 3
+    for end in ("speed_start", "speed_end"):  # bench/machine.py's probe
+        assert set(results["machine"][end]) == {"cpu_ms_per_unit", "wall_per_cpu"}
+        assert results["machine"][end]["cpu_ms_per_unit"] > 0
     embedded = results["modes"]["embedded"]
     assert embedded["database"] == "sqlite" and embedded["startup_s"] > 0
 
