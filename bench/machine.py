@@ -10,8 +10,9 @@ figures tell what a run had:
   idle. About 1.0 when the process had a core to itself; 2.0 when it ran half the time, the
   host having lent the core elsewhere (steal that the guest may not see).
 
-The run takes this at its start and its end; the report warns when either end lent less than
-`LENT_AT_LEAST` of a core.
+The run takes this at its start and its end, and before each measured load (`measure`), after
+the previous one has drained: the report shows the share of a core the host lent each figure
+(`host`) and warns when it was under `LENT_AT_LEAST`.
 """
 
 from __future__ import annotations

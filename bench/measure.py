@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loadgen
+import machine
 import procstat
 
 CREATES = {
@@ -45,6 +46,8 @@ def measure(
     counters: Callable[[], dict[str, int | None]] | None = None,
 ) -> tuple[dict[str, Any], loadgen.Outcome]:
     """Run `job` and describe it: rates, latencies, server CPU and memory, database writes."""
+    # The host's speed just before the load, the run otherwise idle (bench/machine.py).
+    host = machine.speed()
     load0 = os.getloadavg()[0]
     before, db0 = sample(), counters() if counters else None
     out = loadgen.run(job, processes)
@@ -83,6 +86,7 @@ def measure(
         },
         "db": _db(db0, db1, wall),
         "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "machine": host,
     }
     return result, out
 

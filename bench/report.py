@@ -97,7 +97,14 @@ def _row(table: Table, label: str, fig: dict[str, Any]) -> None:
         _n(_db_writes(fig)),
         f"{gen['busiest_process_cpu_pct']:.0f}%",
         f"{fig['loadavg_1m'][1]:.1f}",
+        _host(fig),
     )
+
+
+def _host(fig: dict[str, Any]) -> str:
+    """The share of a core the host lent the probe just before the figure's load."""
+    probe = fig.get("machine")
+    return f"{machine.lent(probe):.0%}" if probe else "—"
 
 
 def _table(title: str) -> Table:
@@ -118,6 +125,7 @@ def _table(title: str) -> Table:
         "db writes/s",
         "gen CPU",
         "load 1m",
+        "host",
     ):
         t.add_column(name, justify="left" if name == "scenario" else "right", no_wrap=True)
     return t
@@ -145,6 +153,7 @@ def print_report(results: dict[str, Any]) -> None:
                 _row(t, f"peer: localstripe {name}", results["peer"][name])
         console.print(t)
         _busy_generator(console, res)
+        _short_host(console, res)
         for db in ("sqlite", "postgresql"):
             raw = res["limits"].get(f"batched_insert_{db}")
             if raw:
@@ -217,7 +226,7 @@ def _sustained(console: Console, found: dict[str, Any]) -> None:
     )
     for name in ("offered/s", "accepted/s", "create ms p50/95/99", "in flight at end"):
         t.add_column(name, justify="right")
-    for name in ("CPU ms/payment", "gen CPU", "held"):
+    for name in ("CPU ms/payment", "gen CPU", "host", "held"):
         t.add_column(name, justify="right")
     for step in found["steps"]:
         t.add_row(
@@ -227,6 +236,7 @@ def _sustained(console: Console, found: dict[str, Any]) -> None:
             str(step["in_flight_at_end"]),
             _n(step["server"].get("cpu_ms_per_op")),
             f"{step['generator']['busiest_process_cpu_pct']:.0f}%",
+            _host(step),
             "yes" if step["held"] else "no: " + "; ".join(step["why_not"]),
         )
     console.print(t)
@@ -254,6 +264,25 @@ def _busy_generator(console: Console, res: dict[str, Any]) -> None:
         console.print(
             f"[bold yellow]the load generator was busy[/] in {', '.join(busy)}: those rates may "
             "be the generator's, not the server's (more --processes, or fewer clients)"
+        )
+
+
+def _short_host(console: Console, res: dict[str, Any]) -> None:
+    """The figures before which the host lent the run less than most of a core."""
+    figures = {f"limit: {k}": v for k, v in res["limits"].items()} | res["scenarios"]
+    for step in (res.get("sustained") or {}).get("steps", []):
+        figures[f"sustained {step['offered_per_s']:g}/s"] = step
+    short = [
+        f"{name} ({machine.lent(fig['machine']):.0%})"
+        for name, fig in figures.items()
+        if isinstance(fig, dict)
+        and fig.get("machine")
+        and machine.lent(fig["machine"]) < machine.LENT_AT_LEAST
+    ]
+    if short:
+        console.print(
+            f"[bold yellow]the host lent less than {machine.LENT_AT_LEAST:.0%} of a core[/] "
+            f"before {', '.join(short)}: those figures are the host's as much as the gateway's"
         )
 
 

@@ -31,6 +31,7 @@ FIGURES = {
     "generator": dict,
     "server": dict,
     "loadavg_1m": list,
+    "machine": dict,  # bench/machine.py's probe before the load
 }
 
 

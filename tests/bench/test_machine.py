@@ -59,3 +59,18 @@ def test_the_report_warns_when_the_host_lent_less_than_most_of_a_core() -> None:
     text = _printed({"speed_start": calm, "speed_end": busy})
     assert "the host lent less than 80% of a core at the run's end" in text
     assert _printed({}) == ""  # a results file from before the probe
+
+
+def test_the_report_names_the_figures_the_host_slowed() -> None:
+    calm = {"cpu_ms_per_unit": 1.8, "wall_per_cpu": 1.0}
+    busy = {"cpu_ms_per_unit": 3.4, "wall_per_cpu": 2.5}
+    res = {
+        "limits": {"bare_json": {"machine": calm}, "batched_insert_sqlite": {"rows_per_s": 1}},
+        "scenarios": {"accept": {"machine": busy}, "end_to_end": {"machine": calm}},
+        "sustained": {"steps": [{"offered_per_s": 12.5, "machine": busy}]},
+    }
+    out = io.StringIO()
+    report._short_host(Console(file=out, width=300), res)
+    assert "before accept (40%), sustained 12.5/s (40%)" in out.getvalue()
+    assert "bare_json" not in out.getvalue() and "end_to_end" not in out.getvalue()
+    assert report._host({"machine": busy}) == "40%" and report._host({}) == "—"
