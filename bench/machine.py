@@ -11,8 +11,9 @@ figures tell what a run had:
   host having lent the core elsewhere (steal that the guest may not see).
 
 The run takes this at its start and its end, and before each measured load (`measure`), after
-the previous one has drained: the report shows the share of a core the host lent each figure
-(`host`) and warns when it was under `LENT_AT_LEAST`.
+the previous one has drained. The report's `host` column is each figure's `share`: its probe's
+speed over the run's fastest probe, both slowdowns counted (CPU a unit, and wall over CPU). It
+names the figures under `SPEED_AT_LEAST`: the host's as much as the gateway's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import time
 
 UNITS = 60
-LENT_AT_LEAST = 0.8
+SPEED_AT_LEAST = 0.8
 
 
 def _unit() -> int:
@@ -45,7 +46,13 @@ def speed(units: int = UNITS) -> dict[str, float]:
     }
 
 
-def lent(figures: dict[str, float]) -> float:
-    """The share of a core the probe had: 1 / wall_per_cpu."""
-    ratio = figures.get("wall_per_cpu") or 0.0
-    return 1.0 / ratio if ratio > 0 else 0.0
+def share(probe: dict[str, float], fastest_cpu_ms: float) -> float:
+    """This probe's speed over the run's fastest: 1.0 for the fastest probe, 0.5 for one that
+    took twice its CPU, or ran half the time."""
+    cost = probe.get("cpu_ms_per_unit", 0.0) * probe.get("wall_per_cpu", 0.0)
+    return fastest_cpu_ms / cost if cost > 0 else 0.0
+
+
+def fastest(probes: list[dict[str, float]]) -> float:
+    """The least CPU a unit among `probes` (0.0 without any)."""
+    return min((p["cpu_ms_per_unit"] for p in probes if p.get("cpu_ms_per_unit")), default=0.0)

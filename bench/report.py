@@ -78,7 +78,7 @@ def _lat(lat: dict[str, float] | None) -> str:
     return "—" if not lat else f"{lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f}"
 
 
-def _row(table: Table, label: str, fig: dict[str, Any]) -> None:
+def _row(table: Table, label: str, fig: dict[str, Any], fastest: float) -> None:
     r = fig.get("ratios") or {}
     srv, gen = fig["server"], fig["generator"]
     table.add_row(
@@ -97,14 +97,14 @@ def _row(table: Table, label: str, fig: dict[str, Any]) -> None:
         _n(_db_writes(fig)),
         f"{gen['busiest_process_cpu_pct']:.0f}%",
         f"{fig['loadavg_1m'][1]:.1f}",
-        _host(fig),
+        _host(fig, fastest),
     )
 
 
-def _host(fig: dict[str, Any]) -> str:
-    """The share of a core the host lent the probe just before the figure's load."""
+def _host(fig: dict[str, Any], fastest: float) -> str:
+    """The host's speed just before the figure's load, over the run's fastest."""
     probe = fig.get("machine")
-    return f"{machine.lent(probe):.0%}" if probe else "—"
+    return f"{machine.share(probe, fastest):.0%}" if probe else "—"
 
 
 def _table(title: str) -> Table:
@@ -140,20 +140,21 @@ def print_report(results: dict[str, Any]) -> None:
         f"{o['clients']} clients in {o['processes']} generator process(es), {m['cpus']} CPUs, "
         f"load average at start {m['loadavg_start'][0]:.2f} / end {m['loadavg_end'][0]:.2f}"
     )
-    _machine_speed(console, m)
+    fastest = machine.fastest(probes(results))
+    _machine_speed(console, m, fastest)
     for mode, res in results["modes"].items():
         t = _table(f"{mode} ({res['database']}, {res['limits']['server_processes']} API process)")
         for name in LIMIT_ROWS:
             if name in res["limits"]:
-                _row(t, f"limit: {name}", res["limits"][name])
+                _row(t, f"limit: {name}", res["limits"][name], fastest)
         for name in _ordered(res["scenarios"]):
-            _row(t, name, res["scenarios"][name])
+            _row(t, name, res["scenarios"][name], fastest)
         if results.get("peer"):
             for name in ("accept", "end_to_end"):
-                _row(t, f"peer: localstripe {name}", results["peer"][name])
+                _row(t, f"peer: localstripe {name}", results["peer"][name], fastest)
         console.print(t)
         _busy_generator(console, res)
-        _short_host(console, res)
+        _short_host(console, res, fastest)
         for db in ("sqlite", "postgresql"):
             raw = res["limits"].get(f"batched_insert_{db}")
             if raw:
@@ -168,7 +169,7 @@ def print_report(results: dict[str, Any]) -> None:
             )
         _processes(console, res)
         if res.get("sustained"):
-            _sustained(console, res["sustained"])
+            _sustained(console, res["sustained"], fastest)
         d = res["durability"]
         api_ok = d["api_sample_checked"] - len(d["api_sample_missing"])
         console.print(
@@ -185,26 +186,31 @@ def print_report(results: dict[str, Any]) -> None:
             )
 
 
-def _machine_speed(console: Console, m: dict[str, Any]) -> None:
-    """bench/machine.py's probe at the run's start and end, and a warning when the host lent
-    the run less than most of a core."""
+def probes(results: dict[str, Any]) -> list[dict[str, float]]:
+    """Every probe of the host's speed in a run (bench/machine.py)."""
+    m = results["machine"]
+    found = [m[k] for k in ("speed_start", "speed_end") if m.get(k)]
+    for res in results["modes"].values():
+        figures = [*res["limits"].values(), *res["scenarios"].values()]
+        figures += (res.get("sustained") or {}).get("steps", [])
+        found += [f["machine"] for f in figures if isinstance(f, dict) and f.get("machine")]
+    peer = results.get("peer") or {}
+    found += [f["machine"] for f in peer.values() if isinstance(f, dict) and f.get("machine")]
+    return found
+
+
+def _machine_speed(console: Console, m: dict[str, Any], fastest: float) -> None:
+    """The probes at the run's start and end: for comparing runs, and within the run."""
     ends = [(name, m.get(f"speed_{name}")) for name in ("start", "end")]
     ends = [(name, fig) for name, fig in ends if fig]
-    if not ends:
-        return
-    console.print(
-        "machine speed (a fixed unit of work): "
-        + "; ".join(
-            f"{name} {fig['cpu_ms_per_unit']:.2f} ms CPU, wall/CPU {fig['wall_per_cpu']:.2f}"
-            for name, fig in ends
-        )
-    )
-    short = [name for name, fig in ends if machine.lent(fig) < machine.LENT_AT_LEAST]
-    if short:
+    if ends:
         console.print(
-            f"[bold yellow]the host lent less than {machine.LENT_AT_LEAST:.0%} of a core[/] at "
-            f"the run's {' and '.join(short)}: its figures are the host's as much as the "
-            "gateway's; compare within one run, or run again"
+            "machine speed (a fixed unit of work): "
+            + "; ".join(
+                f"{name} {fig['cpu_ms_per_unit']:.2f} ms CPU, wall/CPU {fig['wall_per_cpu']:.2f}"
+                for name, fig in ends
+            )
+            + f"; fastest in the run {fastest:.2f} ms CPU"
         )
 
 
@@ -212,7 +218,7 @@ def _machine_speed(console: Console, m: dict[str, Any]) -> None:
 GOAL_PER_S = 2300
 
 
-def _sustained(console: Console, found: dict[str, Any]) -> None:
+def _sustained(console: Console, found: dict[str, Any], fastest: float) -> None:
     """The open loop's steps (bench/sustained.py) and the most it held."""
     c = found["criteria"]
     t = Table(
@@ -236,7 +242,7 @@ def _sustained(console: Console, found: dict[str, Any]) -> None:
             str(step["in_flight_at_end"]),
             _n(step["server"].get("cpu_ms_per_op")),
             f"{step['generator']['busiest_process_cpu_pct']:.0f}%",
-            _host(step),
+            _host(step, fastest),
             "yes" if step["held"] else "no: " + "; ".join(step["why_not"]),
         )
     console.print(t)
@@ -267,22 +273,23 @@ def _busy_generator(console: Console, res: dict[str, Any]) -> None:
         )
 
 
-def _short_host(console: Console, res: dict[str, Any]) -> None:
-    """The figures before which the host lent the run less than most of a core."""
+def _short_host(console: Console, res: dict[str, Any], fastest: float) -> None:
+    """The figures before which the host ran the probe slower than `SPEED_AT_LEAST` of the
+    run's fastest."""
     figures = {f"limit: {k}": v for k, v in res["limits"].items()} | res["scenarios"]
     for step in (res.get("sustained") or {}).get("steps", []):
         figures[f"sustained {step['offered_per_s']:g}/s"] = step
-    short = [
-        f"{name} ({machine.lent(fig['machine']):.0%})"
+    slow = [
+        f"{name} ({machine.share(fig['machine'], fastest):.0%})"
         for name, fig in figures.items()
         if isinstance(fig, dict)
         and fig.get("machine")
-        and machine.lent(fig["machine"]) < machine.LENT_AT_LEAST
+        and machine.share(fig["machine"], fastest) < machine.SPEED_AT_LEAST
     ]
-    if short:
+    if slow:
         console.print(
-            f"[bold yellow]the host lent less than {machine.LENT_AT_LEAST:.0%} of a core[/] "
-            f"before {', '.join(short)}: those figures are the host's as much as the gateway's"
+            f"[bold yellow]the host ran under {machine.SPEED_AT_LEAST:.0%} of its fastest[/] "
+            f"before {', '.join(slow)}: those figures are the host's as much as the gateway's"
         )
 
 

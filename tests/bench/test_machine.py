@@ -12,12 +12,6 @@ import report
 from rich.console import Console
 
 
-def _printed(m: dict[str, object]) -> str:
-    out = io.StringIO()
-    report._machine_speed(Console(file=out, width=300), m)
-    return out.getvalue()
-
-
 def test_the_probe_times_a_fixed_unit() -> None:
     fig = machine.speed(units=5)
     assert fig["cpu_ms_per_unit"] > 0
@@ -46,31 +40,43 @@ def test_a_probe_that_shares_its_core_sees_half_of_it() -> None:
         spinner.kill()
         spinner.join()
     assert fig["wall_per_cpu"] >= 1.5
-    assert machine.lent(fig) < machine.LENT_AT_LEAST
-    assert machine.lent({"wall_per_cpu": 2.0}) == 0.5 and machine.lent({}) == 0.0
+    assert machine.share(fig, fig["cpu_ms_per_unit"]) < machine.SPEED_AT_LEAST
 
 
-def test_the_report_warns_when_the_host_lent_less_than_most_of_a_core() -> None:
-    calm = {"cpu_ms_per_unit": 1.8, "wall_per_cpu": 1.02}
-    busy = {"cpu_ms_per_unit": 3.4, "wall_per_cpu": 1.9}
-    text = _printed({"speed_start": calm, "speed_end": calm})
-    assert "start 1.80 ms CPU, wall/CPU 1.02; end 1.80 ms CPU" in text
-    assert "lent less" not in text
-    text = _printed({"speed_start": calm, "speed_end": busy})
-    assert "the host lent less than 80% of a core at the run's end" in text
-    assert _printed({}) == ""  # a results file from before the probe
+def test_a_probe_is_judged_against_the_runs_fastest() -> None:
+    fast = {"cpu_ms_per_unit": 2.0, "wall_per_cpu": 1.0}
+    slower = {"cpu_ms_per_unit": 4.0, "wall_per_cpu": 1.0}  # twice the CPU a unit
+    shared = {"cpu_ms_per_unit": 2.0, "wall_per_cpu": 2.0}  # half the time on its core
+    assert machine.fastest([slower, fast, shared]) == 2.0 and machine.fastest([]) == 0.0
+    assert machine.share(fast, 2.0) == 1.0
+    assert machine.share(slower, 2.0) == machine.share(shared, 2.0) == 0.5
+    assert machine.share({}, 2.0) == 0.0
 
 
-def test_the_report_names_the_figures_the_host_slowed() -> None:
+def _results() -> dict[str, object]:
     calm = {"cpu_ms_per_unit": 1.8, "wall_per_cpu": 1.0}
-    busy = {"cpu_ms_per_unit": 3.4, "wall_per_cpu": 2.5}
-    res = {
+    busy = {"cpu_ms_per_unit": 3.6, "wall_per_cpu": 1.25}
+    mode = {
         "limits": {"bare_json": {"machine": calm}, "batched_insert_sqlite": {"rows_per_s": 1}},
         "scenarios": {"accept": {"machine": busy}, "end_to_end": {"machine": calm}},
         "sustained": {"steps": [{"offered_per_s": 12.5, "machine": busy}]},
     }
+    return {
+        "machine": {"speed_start": calm, "speed_end": busy},
+        "modes": {"embedded": mode},
+        "peer": {"name": "localstripe", "accept": {"machine": calm}},
+    }
+
+
+def test_the_report_names_the_figures_the_host_slowed() -> None:
+    results = _results()
+    assert len(report.probes(results)) == 7
     out = io.StringIO()
-    report._short_host(Console(file=out, width=300), res)
+    report._short_host(Console(file=out, width=300), results["modes"]["embedded"], 1.8)
     assert "before accept (40%), sustained 12.5/s (40%)" in out.getvalue()
     assert "bare_json" not in out.getvalue() and "end_to_end" not in out.getvalue()
-    assert report._host({"machine": busy}) == "40%" and report._host({}) == "—"
+    assert report._host({"machine": {"cpu_ms_per_unit": 3.6, "wall_per_cpu": 1.25}}, 1.8) == "40%"
+    assert report._host({}, 1.8) == "—"
+    out = io.StringIO()
+    report._machine_speed(Console(file=out, width=300), results["machine"], 1.8)
+    assert "start 1.80 ms CPU, wall/CPU 1.00; end 3.60 ms CPU, wall/CPU 1.25" in out.getvalue()
