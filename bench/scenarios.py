@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from client import ERRORS, Client
+from client import ERRORS, Client, Reply
 
 WAIT = "wait=10"
 GOOD, DECLINED, NO_FUNDS = "4242424242424242", "4000000000000002", "4000000000009995"
@@ -106,6 +106,18 @@ async def _create(ctx: Ctx, body: dict[str, Any], *, wait: bool) -> tuple[float,
     return elapsed, data
 
 
+def _accepted(ctx: Ctx, r: Reply, elapsed: float) -> None:
+    """Count the answer to a create sent without waiting: an operation, with its latency,
+    when the API acknowledged the payment with an id."""
+    ctx.tally.code(r.status_code)
+    pid = r.json().get("id") if r.status_code < 300 else None
+    if pid:
+        ctx.tally.accepted += 1
+        ctx.tally.acked.append(pid)
+        ctx.tally.ops += 1
+        ctx.tally.create_s.append(elapsed)
+
+
 async def accept(ctx: Ctx) -> None:
     async def one() -> None:
         elapsed, data = await _create(ctx, payment_body(), wait=False)
@@ -145,13 +157,7 @@ async def paced_accept(ctx: Ctx, rate: float, most: int) -> None:
         except ERRORS as exc:
             ctx.tally.bump(ctx.tally.errors, type(exc).__name__)
             return
-        ctx.tally.code(r.status_code)
-        pid = r.json().get("id") if r.status_code < 300 else None
-        if pid:
-            ctx.tally.accepted += 1
-            ctx.tally.acked.append(pid)
-            ctx.tally.ops += 1
-            ctx.tally.create_s.append(time.perf_counter() - due)
+        _accepted(ctx, r, time.perf_counter() - due)
 
     n = 0
     while (due := start + n / rate) < ctx.until:
@@ -269,14 +275,7 @@ async def spread_accept(ctx: Ctx) -> None:
         headers = {**_bearer(key), "Idempotency-Key": uuid.uuid4().hex}
         t0 = time.perf_counter()
         r = await ctx.client.post("/v1/payments", json=payment_body(), headers=headers)
-        elapsed = time.perf_counter() - t0
-        ctx.tally.code(r.status_code)
-        pid = r.json().get("id") if r.status_code < 300 else None
-        if pid:
-            ctx.tally.accepted += 1
-            ctx.tally.acked.append(pid)
-            ctx.tally.ops += 1
-            ctx.tally.create_s.append(elapsed)
+        _accepted(ctx, r, time.perf_counter() - t0)
 
     await _loop(ctx, one)
 
