@@ -33,9 +33,14 @@ def _db_writes(fig: dict[str, Any]) -> float | None:
 
 
 def add_ratios(results: dict[str, Any]) -> None:
-    """Each gateway figure over the matching limit; ours over the peer's."""
+    """Each gateway figure over the matching limit; ours over the peer's; and each figure's
+    `host_speed`, its probe over the run's fastest (bench/machine.py), which `paygate
+    estimate` reads to plan only from a calm host."""
     peer = results.get("peer")
     results["vs_peer"] = {}
+    fastest = machine.fastest(probes(results))
+    for fig in _figures(results):
+        fig["host_speed"] = round(machine.share(fig["machine"], fastest), 3)
     for mode, res in results["modes"].items():
         lim = res["limits"]
         bare = lim["bare_json"]
@@ -186,17 +191,21 @@ def print_report(results: dict[str, Any]) -> None:
             )
 
 
+def _figures(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every measured figure of a run that has a probe of the host before it."""
+    figures: list[Any] = []
+    for res in results["modes"].values():
+        figures += [*res["limits"].values(), *res["scenarios"].values()]
+        figures += (res.get("sustained") or {}).get("steps", [])
+    figures += (results.get("peer") or {}).values()
+    return [f for f in figures if isinstance(f, dict) and f.get("machine")]
+
+
 def probes(results: dict[str, Any]) -> list[dict[str, float]]:
     """Every probe of the host's speed in a run (bench/machine.py)."""
     m = results["machine"]
     found = [m[k] for k in ("speed_start", "speed_end") if m.get(k)]
-    for res in results["modes"].values():
-        figures = [*res["limits"].values(), *res["scenarios"].values()]
-        figures += (res.get("sustained") or {}).get("steps", [])
-        found += [f["machine"] for f in figures if isinstance(f, dict) and f.get("machine")]
-    peer = results.get("peer") or {}
-    found += [f["machine"] for f in peer.values() if isinstance(f, dict) and f.get("machine")]
-    return found
+    return found + [f["machine"] for f in _figures(results)]
 
 
 def _machine_speed(console: Console, m: dict[str, Any], fastest: float) -> None:

@@ -225,7 +225,13 @@ def estimate(
         last = i + 1 == len(lines) or lines[i + 1].section != line.section
         section = line.section if first else ""
         table.add_row(section, line.item, line.value, line.basis, end_section=last)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if not measured.calm:
+        console.print(
+            f"[bold yellow]measured while the host ran at {measured.host_speed:.0%} of the run's "
+            "fastest[/]: the figures are the host's as much as the gateway's (make bench again)"
+        )
 
 
 @app.command("bank-sim")

@@ -171,6 +171,46 @@ def test_the_newest_full_run_is_read(tmp_path: Path) -> None:
     assert estimate.latest_results(tmp_path).name == "2026-05-01-both-b.json"
 
 
+def _timed(started: str, **speeds: float) -> str:
+    """A results file whose scale-out figures carry the host's speed (bench/machine.py)."""
+    scenarios = {name: {"host_speed": speed} for name, speed in speeds.items()}
+    return json.dumps({"started": started, "modes": {"scaleout": {"scenarios": scenarios}}})
+
+
+def test_a_run_the_host_slowed_is_passed_over(tmp_path: Path) -> None:
+    (tmp_path / "2026-06-01-both-a.json").write_text(
+        _timed("2026-06-01T09:00:00+00:00", end_to_end=0.97, status_reads=0.9)
+    )
+    (tmp_path / "2026-06-01-both-b.json").write_text(
+        _timed("2026-06-01T10:00:00+00:00", end_to_end=0.46, status_reads=0.99)
+    )
+    assert estimate.latest_results(tmp_path).name == "2026-06-01-both-a.json"
+    (tmp_path / "2026-06-01-both-c.json").write_text(
+        _timed("2026-06-01T11:00:00+00:00", end_to_end=0.8, status_reads=0.95)
+    )
+    assert estimate.latest_results(tmp_path).name == "2026-06-01-both-c.json"
+    assert estimate.host_speed(json.loads(_timed("x", end_to_end=0.8, status_reads=0.7))) == 0.7
+    assert estimate.host_speed({"modes": {"scaleout": {"scenarios": {}}}}) is None
+
+
+def test_a_plan_from_a_slowed_run_says_so(tmp_path: Path) -> None:
+    slowed = results(FOOTPRINT)
+    for name in ("end_to_end", "status_reads"):
+        slowed["modes"]["scaleout"]["scenarios"][name]["host_speed"] = 0.46
+    path = tmp_path / "2026-12-01-scaleout.json"
+    path.write_text(json.dumps(slowed))
+    assert not estimate.load_results(path).calm
+    assert estimate.load_results(path).host_speed == 0.46
+    out = CliRunner().invoke(app, ["estimate", "--tps", "1000", "--results", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "measured while the host ran at 46% of the run's fastest" in out.output
+    calm = tmp_path / "2026-12-02-scaleout.json"
+    calm.write_text(json.dumps(results(FOOTPRINT)))
+    assert estimate.load_results(calm).calm
+    out = CliRunner().invoke(app, ["estimate", "--tps", "1000", "--results", str(calm)])
+    assert "measured while the host" not in out.output
+
+
 def test_the_committed_results_plan_a_black_friday() -> None:
     """The figures in bench/results load and give a plan for every component."""
     plan = estimate.plan(
