@@ -32,6 +32,7 @@ FIGURES = {
     "server": dict,
     "loadavg_1m": list,
     "machine": dict,  # bench/machine.py's probe before the load
+    "host_speed": float,  # that probe over the run's fastest
 }
 
 
@@ -68,6 +69,7 @@ def _figures(fig: dict[str, Any]) -> None:
         assert _is(fig[key], kind), (key, fig[key])
     assert fig["ops"] > 0, fig  # the scenario did something (no speed is judged)
     assert fig["create_ms"] or fig["outcome_ms"]
+    assert 0 < fig["host_speed"] <= 1
     for key in ("create_ms", "outcome_ms"):
         if fig[key] is not None:
             _latency(fig[key])
