@@ -145,7 +145,8 @@ def test_smoke_sustained_step(smoke: Any) -> None:
     (step,) = found["steps"]
     _figures(step)
     offered = step["outcomes"]["offered"]
-    assert abs(offered - step["offered_per_s"] * found["criteria"]["seconds_per_step"]) <= 1
+    due = step["offered_per_s"] * found["criteria"]["seconds_per_step"]
+    assert abs(offered - due) <= max(1.0, 0.1 * due)  # on the clock, give or take a stall
     assert _is(step["in_flight_at_end"], int) and isinstance(step["held"], bool)
     assert step["held"] == (not step["why_not"])
     assert found["held_per_s"] == (step["offered_per_s"] if step["held"] else None)

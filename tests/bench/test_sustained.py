@@ -57,7 +57,8 @@ async def _paced(
 
 def test_payments_are_offered_on_the_clock() -> None:
     tally, arrived = asyncio.run(_paced(0.0, rate=100, seconds=1.0))
-    assert 99 <= tally.outcomes["offered"] <= 100
+    # 100 fall due in the second; a host that stalls the test before the first takes a few.
+    assert 95 <= tally.outcomes["offered"] <= 100
     assert tally.accepted == tally.ops == len(arrived) == tally.outcomes["offered"]
     assert not tally.errors
     # Sent at the rate, not as fast as the server answers: the sends span the second.
@@ -68,7 +69,7 @@ def test_latency_runs_from_the_due_time_not_the_send() -> None:
     """One connection and a 50 ms answer: 50 payments due in half a second queue behind each
     other. A closed loop would report 50 ms each; from its due time, the last waited ~2 s."""
     tally, _ = asyncio.run(_paced(0.05, rate=100, seconds=0.5, connections=1))
-    assert tally.ops == 50
+    assert 48 <= tally.ops == tally.outcomes["offered"] <= 50
     assert min(tally.create_s) >= 0.05
     assert max(tally.create_s) > 1.5
     assert sorted(tally.create_s)[25] > 0.9
@@ -77,9 +78,10 @@ def test_latency_runs_from_the_due_time_not_the_send() -> None:
 def test_payments_past_the_most_in_flight_are_shed() -> None:
     """A server that takes a second: with 5 in flight, the rest of the 20 due are not sent."""
     tally, arrived = asyncio.run(_paced(1.0, rate=50, seconds=0.4, most=5))
-    assert tally.outcomes["offered"] == 20
+    offered = tally.outcomes["offered"]
+    assert 18 <= offered <= 20
     assert len(arrived) == tally.ops == 5
-    assert tally.errors == {"shed": 15}
+    assert tally.errors == {"shed": offered - 5}
 
 
 def _gateway(holds_up_to: float) -> tuple[Callable[[float], dict[str, Any]], list[float]]:
