@@ -191,14 +191,19 @@ def print_report(results: dict[str, Any]) -> None:
             )
 
 
+def _probed(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A mode's measured figures that have a probe of the host before them, by name."""
+    figures = {f"limit: {k}": v for k, v in res["limits"].items()} | res["scenarios"]
+    for step in (res.get("sustained") or {}).get("steps", []):
+        figures[f"sustained {step['offered_per_s']:g}/s"] = step
+    return {n: f for n, f in figures.items() if isinstance(f, dict) and f.get("machine")}
+
+
 def _figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every measured figure of a run that has a probe of the host before it."""
-    figures: list[Any] = []
-    for res in results["modes"].values():
-        figures += [*res["limits"].values(), *res["scenarios"].values()]
-        figures += (res.get("sustained") or {}).get("steps", [])
-    figures += (results.get("peer") or {}).values()
-    return [f for f in figures if isinstance(f, dict) and f.get("machine")]
+    figures = [f for res in results["modes"].values() for f in _probed(res).values()]
+    peer = (results.get("peer") or {}).values()
+    return figures + [f for f in peer if isinstance(f, dict) and f.get("machine")]
 
 
 def probes(results: dict[str, Any]) -> list[dict[str, float]]:
@@ -285,15 +290,10 @@ def _busy_generator(console: Console, res: dict[str, Any]) -> None:
 def _short_host(console: Console, res: dict[str, Any], fastest: float) -> None:
     """The figures before which the host ran the probe slower than `SPEED_AT_LEAST` of the
     run's fastest."""
-    figures = {f"limit: {k}": v for k, v in res["limits"].items()} | res["scenarios"]
-    for step in (res.get("sustained") or {}).get("steps", []):
-        figures[f"sustained {step['offered_per_s']:g}/s"] = step
     slow = [
         f"{name} ({machine.share(fig['machine'], fastest):.0%})"
-        for name, fig in figures.items()
-        if isinstance(fig, dict)
-        and fig.get("machine")
-        and machine.share(fig["machine"], fastest) < machine.SPEED_AT_LEAST
+        for name, fig in _probed(res).items()
+        if machine.share(fig["machine"], fastest) < machine.SPEED_AT_LEAST
     ]
     if slow:
         console.print(

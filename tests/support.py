@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
@@ -45,3 +46,11 @@ def statements(db: Database) -> Iterator[list[str]]:
         yield seen
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def healthy(url: str, timeout_s: float) -> bool:
+    """Whether a gateway process at `url` answers its health check (not yet listening: no)."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=timeout_s).status_code == 200
+    except httpx.TransportError:
+        return False

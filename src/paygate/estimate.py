@@ -91,7 +91,7 @@ class Measured:
     @property
     def calm(self) -> bool:
         """Measured while the host ran at speed (or before the bench probed it)."""
-        return self.host_speed is None or self.host_speed >= HOST_SPEED_AT_LEAST
+        return _calm(self.host_speed)
 
 
 def host_speed(results: dict[str, Any]) -> float | None:
@@ -286,7 +286,7 @@ def latest_results(folder: Path) -> Path:
         ),
         key=lambda pair: (pair[0].name[:10], _started(pair[1]), pair[0].name),
     )
-    calm = [p for p, results in found if _calm(results)]
+    calm = [p for p, results in found if _calm(host_speed(results))]
     if not calm:
         raise FileNotFoundError(f"no scale-out results in {folder}: run make bench")
     return calm[-1]
@@ -300,8 +300,8 @@ def _read(path: Path) -> dict[str, Any] | None:
     return results if isinstance(results, dict) else None
 
 
-def _calm(results: dict[str, Any]) -> bool:
-    speed = host_speed(results)
+def _calm(speed: float | None) -> bool:
+    """A host speed to plan from: at least `HOST_SPEED_AT_LEAST`, or not recorded."""
     return speed is None or speed >= HOST_SPEED_AT_LEAST
 
 

@@ -23,6 +23,7 @@ import pytest
 from paygate.api import processes
 from tests.cluster.topology import descendants
 from tests.e2e.serve import START_TIMEOUT_S, _free_port, gateway_env
+from tests.support import healthy
 
 pytestmark = [
     pytest.mark.slow,
@@ -66,12 +67,8 @@ class Api:
             if self.proc.poll() is not None:
                 pytest.fail(f"paygate api exited: {self.log.read_text(errors='replace')[-3000:]}")
             servers = self.servers()
-            if len(servers) == processes:
-                try:
-                    if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
-                        return servers
-                except httpx.TransportError:
-                    pass
+            if len(servers) == processes and healthy(self.url, 5):
+                return servers
             time.sleep(0.1)
         pytest.fail(f"not serving in time: {self.log.read_text(errors='replace')[-3000:]}")
 

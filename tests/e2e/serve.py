@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ADMIN_KEY, HMAC_SECRET, VAULT_KEYS
+from tests.support import ADMIN_KEY, HMAC_SECRET, VAULT_KEYS, healthy
 
 CRASH_EXIT = 137  # paygate.platform.faults exits with the status of a SIGKILL
 START_TIMEOUT_S = 30.0
@@ -75,11 +75,8 @@ class Gateway:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"paygate serve exited with {proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return proc
-            except httpx.TransportError:
-                pass
+            if healthy(self.url, 1):
+                return proc
             time.sleep(0.05)
         pytest.fail(f"paygate serve not healthy in {START_TIMEOUT_S} s:\n{self.log_text()}")
 
