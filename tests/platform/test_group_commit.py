@@ -48,8 +48,10 @@ def _committed(path: Path) -> set[tuple[int, int]]:
         other.close()
 
 
-async def _write(db: Database, path: Path, writer: int, rows: int, *, fail: bool = False) -> None:
-    async with db.transaction() as conn:
+async def _write(
+    db: Database, path: Path, writer: int, rows: int, *, fail: bool = False, urgent: bool = False
+) -> None:
+    async with db.transaction(urgent=urgent) as conn:
         for n in range(rows):
             await conn.execute(sa.text("INSERT INTO t VALUES (:w, :n)"), {"w": writer, "n": n})
             await asyncio.sleep(0)  # let the others queue
@@ -193,8 +195,88 @@ async def test_a_writer_cancelled_in_its_block_or_its_queue_strands_nobody(tmp_p
         await db.dispose()
 
 
+async def _queue_behind_a_holder(
+    db: Database, order: list[str], names: list[str]
+) -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
+    """A writer holding the lock in its block, then writers named `names` queued in turn
+    ("u…" urgent): each appends its name to `order` as its block starts."""
+    gate = asyncio.Event()
+
+    async def holder() -> None:
+        async with db.transaction() as conn:
+            await conn.execute(sa.text("INSERT INTO t VALUES (0, 0)"))
+            await gate.wait()
+
+    async def writer(name: str, n: int) -> None:
+        async with db.transaction(urgent=name.startswith("u")) as conn:
+            order.append(name)
+            await conn.execute(sa.text("INSERT INTO t VALUES (:w, 0)"), {"w": n})
+
+    tasks = [asyncio.create_task(holder())]
+    await asyncio.sleep(0.05)
+    for n, name in enumerate(names, start=1):
+        tasks.append(asyncio.create_task(writer(name, n)))
+        await asyncio.sleep(0.01)
+    return gate, tasks
+
+
+async def test_an_urgent_writer_takes_its_turn_before_the_others_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_commit, "MAX_BATCH_AGE_S", 60.0)  # none waits too long here
+    path = tmp_path / "g.db"
+    db, commits = await _database(path)
+    order: list[str] = []
+    try:
+        gate, tasks = await _queue_behind_a_holder(db, order, ["b1", "u1", "b2", "u2"])
+        gate.set()
+        await asyncio.gather(*tasks)
+        assert order == ["u1", "u2", "b1", "b2"]
+        # The urgent ones committed with the holder as soon as no urgent writer was left
+        # waiting; the others shared the next commit.
+        assert len(commits) == 2
+        assert len(_committed(path)) == 5
+    finally:
+        await db.dispose()
+
+
+async def test_a_writer_queued_too_long_goes_before_urgent_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_commit, "MAX_BATCH_AGE_S", 0.02)
+    path = tmp_path / "g.db"
+    db, _ = await _database(path)
+    order: list[str] = []
+    try:
+        gate, tasks = await _queue_behind_a_holder(db, order, ["b1", "u1"])
+        await asyncio.sleep(0.05)  # b1 has now waited longer than a batch may stay open
+        gate.set()
+        await asyncio.gather(*tasks)
+        assert order == ["b1", "u1"]
+    finally:
+        await db.dispose()
+
+
+async def test_an_urgent_writer_cancelled_in_its_queue_strands_nobody(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    db, _ = await _database(path)
+    order: list[str] = []
+    try:
+        gate, tasks = await _queue_behind_a_holder(db, order, ["u1", "b1", "u2"])
+        tasks[1].cancel()
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[1], asyncio.CancelledError)
+        assert order == ["u2", "b1"]
+        assert {w for w, _ in _committed(path)} == {0, 2, 3}
+    finally:
+        await db.dispose()
+
+
 writers = st.lists(
-    st.tuples(st.integers(min_value=0, max_value=4), st.booleans(), st.integers(0, 3)),
+    st.tuples(
+        st.integers(min_value=0, max_value=4), st.booleans(), st.integers(0, 3), st.booleans()
+    ),
     min_size=1,
     max_size=25,
 )
@@ -205,7 +287,7 @@ writers = st.lists(
 )
 @given(plan=writers)
 def test_what_commits_is_exactly_the_writers_that_returned(
-    tmp_path_factory: pytest.TempPathFactory, plan: list[tuple[int, bool, int]]
+    tmp_path_factory: pytest.TempPathFactory, plan: list[tuple[int, bool, int, bool]]
 ) -> None:
     path = tmp_path_factory.mktemp("g") / "g.db"
 
@@ -213,20 +295,19 @@ def test_what_commits_is_exactly_the_writers_that_returned(
         db, _ = await _database(path)
         try:
 
-            async def one(writer: int, rows: int, fail: bool, delay: int) -> None:
+            async def one(writer: int, rows: int, fail: bool, delay: int, urgent: bool) -> None:
                 for _ in range(delay):
                     await asyncio.sleep(0)
-                await _write(db, path, writer, rows, fail=fail)
+                await _write(db, path, writer, rows, fail=fail, urgent=urgent)
 
             results = await asyncio.gather(
-                *(one(w, rows, fail, delay) for w, (rows, fail, delay) in enumerate(plan)),
-                return_exceptions=True,
+                *(one(w, *p) for w, p in enumerate(plan)), return_exceptions=True
             )
             expected = {
-                (w, n) for w, (rows, fail, _) in enumerate(plan) if not fail for n in range(rows)
+                (w, n) for w, (rows, fail, _, _) in enumerate(plan) if not fail for n in range(rows)
             }
             assert _committed(path) == expected
-            for (_, fail, _), result in zip(plan, results, strict=True):
+            for (_, fail, _, _), result in zip(plan, results, strict=True):
                 assert isinstance(result, Boom) if fail else result is None
         finally:
             await db.dispose()

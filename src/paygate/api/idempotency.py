@@ -151,7 +151,7 @@ async def execute(
     rt.inflight.add(scope)
     try:
         async with (
-            rt.db.transaction() as conn,
+            rt.db.transaction(urgent=True) as conn,
             deferred.deferred(conn) if deferring else contextlib.nullcontext(),
         ):
             if not rt.db.is_sqlite:

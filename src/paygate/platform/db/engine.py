@@ -58,14 +58,15 @@ class Database:
             self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed when the block ends (the block's exit waits for it),
-        rolled back when the block raises."""
+        rolled back when the block raises. `urgent`: a client waits for it (SQLite's group
+        commit gives it its turn first, and commits it sooner)."""
         if self._writers is None:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._writers.transaction() as conn:
+        async with self._writers.transaction(urgent=urgent) as conn:
             yield conn
 
     @asynccontextmanager

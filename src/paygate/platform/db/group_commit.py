@@ -14,6 +14,11 @@ lock, so instead of each paying its own fsync, the writers that queue behind eac
   for `MAX_BATCH_AGE_S`, that writer commits the batch. Otherwise it leaves the batch to those
   queued behind it, and makes sure a *flusher* is queued last, which commits whatever is left if
   the others went away.
+- A writer a client waits for (the API's, `urgent`) takes its turn before the others queued,
+  and its batch commits as its block ends unless another urgent writer waits: the pipeline's
+  writers then start the next batch. None of them waits more than `MAX_BATCH_AGE_S` behind
+  urgent ones. So a create call does not queue behind the pipeline's writes, nor wait for
+  them to commit with it (docs/performance.md, "Urgent writers").
 - Every writer returns from its block only once the batch that holds its work has committed: an
   acknowledged write is as durable as before. If the commit fails, every writer of the batch
   gets the error and nothing of the batch is written.
@@ -28,6 +33,7 @@ transactions there already share WAL flushes, and they do not serialize.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,6 +54,60 @@ SAVEPOINT = "paygate_writer"
 UNIT = "paygate_unit"  # a savepoint inside a writer's block (`savepoint`)
 
 
+class _Turns:
+    """The writers' lock: urgent writers (a client waits for them) take their turn before the
+    others, but none of those waits longer than `MAX_BATCH_AGE_S` behind urgent ones."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.urgent: deque[asyncio.Future[None]] = deque()
+        # (turn, queued at, a flusher's): a flusher queues like a writer, but is not one
+        self.other: deque[tuple[asyncio.Future[None], float, bool]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """Writers queued for the lock."""
+        return len(self.urgent) + sum(not flusher for _, _, flusher in self.other)
+
+    async def acquire(self, *, urgent: bool = False, flusher: bool = False) -> None:
+        if not self.held and not self.urgent and not self.other:
+            self.held = True
+            return
+        turn: asyncio.Future[None] = _loop().create_future()
+        entry = (turn, _loop().time(), flusher)
+        if urgent:
+            self.urgent.append(turn)
+        else:
+            self.other.append(entry)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the lock as it was cancelled: hand it on
+            elif urgent and turn in self.urgent:
+                self.urgent.remove(turn)
+            elif entry in self.other:
+                self.other.remove(entry)
+            raise
+
+    def release(self) -> None:
+        while True:
+            turn = self._next()
+            if turn is None:
+                self.held = False
+                return
+            if not turn.done():  # a cancelled waiter's turn is skipped
+                turn.set_result(None)
+                return
+
+    def _next(self) -> asyncio.Future[None] | None:
+        if self.other and (not self.urgent or _loop().time() - self.other[0][1] >= MAX_BATCH_AGE_S):
+            return self.other.popleft()[0]
+        if self.urgent:
+            return self.urgent.popleft()
+        return None
+
+
 class BatchAborted(RuntimeError):
     """The batch holding this writer's work could not be committed: none of it was written."""
 
@@ -60,6 +120,7 @@ class _Batch:
     done: asyncio.Future[None] = field(default_factory=lambda: _loop().create_future())
     opened: float = field(default_factory=lambda: _loop().time())
     writers: int = 0
+    urgent: bool = False  # holds an urgent writer's work
     flusher: asyncio.Task[None] | None = None
 
     def settle(self, error: BaseException | None = None) -> None:
@@ -78,26 +139,22 @@ class GroupCommit:
     def __init__(self, engine: AsyncEngine, *, max_writers: int = 64) -> None:
         self.engine = engine
         self.max_writers = max(1, max_writers)
-        self._lock = asyncio.Lock()
-        self._waiting = 0  # writers queued for the lock (the flusher is not one)
+        self._turns = _Turns()
         self._batch: _Batch | None = None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
         """A write transaction: ends when its batch has committed; rolls back alone if the
-        block raises."""
-        self._waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
+        block raises. `urgent`: a client waits for it (the API's writes)."""
+        await self._turns.acquire(urgent=urgent)
         try:
             batch = self._batch or await self._open()
             _open_savepoint(batch.driver, batch.sync, SAVEPOINT)
         except BaseException:
-            self._lock.release()
+            self._turns.release()
             raise
         batch.writers += 1
+        batch.urgent = batch.urgent or urgent
         try:
             yield batch.conn
         except BaseException:
@@ -134,7 +191,8 @@ class GroupCommit:
                 await self._abort(batch, exc)
                 return
             if (
-                self._waiting == 0
+                not self._turns.waiting
+                or (batch.urgent and not self._turns.urgent)
                 or batch.writers >= self.max_writers
                 or _loop().time() - batch.opened >= MAX_BATCH_AGE_S
             ):
@@ -142,12 +200,15 @@ class GroupCommit:
             elif batch.flusher is None:
                 batch.flusher = asyncio.create_task(self._flush(batch))
         finally:
-            self._lock.release()
+            self._turns.release()
 
     async def _flush(self, batch: _Batch) -> None:
-        async with self._lock:
+        await self._turns.acquire(flusher=True)
+        try:
             if self._batch is batch:
                 await self._commit(batch)
+        finally:
+            self._turns.release()
 
     async def _commit(self, batch: _Batch) -> None:
         self._batch = None
