@@ -40,6 +40,7 @@ class Service:
     name: str
     argv: list[str]
     env: dict[str, str]
+    nice: int = 0  # added to the process's niceness as it starts
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
@@ -53,6 +54,13 @@ class Service:
         # and a terminal's Ctrl-C reaches only the supervisor, which then stops the services
         # in order while the engines stay up for their last acknowledgements.
         self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0)
+        if self.nice:
+            # Set as the child starts, before its interpreter has started a thread: on Linux a
+            # niceness is a thread's, and the threads it starts later inherit it.
+            with contextlib.suppress(OSError):  # gone already: the supervisor restarts it
+                os.setpriority(
+                    os.PRIO_PROCESS, self.proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice
+                )
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -186,7 +194,12 @@ class Cluster:
         )
         for role, port in self.health_ports().items():
             self.services.append(
-                Service(role, [*paygate, "worker", role, "--health-port", str(port)], env)
+                Service(
+                    role,
+                    [*paygate, "worker", role, "--health-port", str(port)],
+                    env,
+                    nice=self.settings.worker_nice,
+                )
             )
 
     def health_ports(self) -> dict[str, int]:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # `paygate api --workers N`: a server process whose event loop has not turned for this long
     # is killed and replaced (paygate.api.processes).
     api_stall_s: float = Field(default=30.0, gt=0)
+    # `paygate cluster`: the pipeline's workers run this much nicer than the API processes, so
+    # that on a machine short of CPU a client's call goes first and the pipeline catches up.
+    worker_nice: int = Field(default=5, ge=0, le=19)
     recovery_backoff_scale: float = 1.0
     auth_deadline_s: float = 60.0
     smtp_url: str | None = None

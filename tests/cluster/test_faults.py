@@ -469,6 +469,14 @@ async def test_cluster_serves_on_every_process(cluster: Cluster) -> None:
         for c in clients:
             c.close()
     assert len(serving & api_processes) == 2, (serving, api_processes)
+    # On one machine the pipeline's workers yield the CPU to the API's processes
+    # (PAYGATE_WORKER_NICE, 5): a client's call goes first, the pipeline catches up.
+    niceness = {
+        name: os.getpriority(os.PRIO_PROCESS, cluster.service_pid(marker))
+        for name, marker in [("api", "paygate.cli api"), *((r, f"worker {r} ") for r in ROLES)]
+    }
+    assert {r: niceness[r] - niceness["api"] for r in ROLES} == dict.fromkeys(ROLES, 5)
+    assert all(os.getpriority(os.PRIO_PROCESS, pid) == niceness["api"] for pid in api_processes)
     # Each API process and each worker froze its start-up objects once started.
     settled = [line for line in cluster.log_lines() if "process.heap_settled" in line]
     assert len(settled) >= 2 + len(ROLES), settled
