@@ -132,7 +132,7 @@ async def execute(
     rt = runtime(request)
     key = _key(request, required)
     if key is None:
-        async with rt.db.transaction() as conn:
+        async with rt.db.transaction(urgent=True) as conn:
             status, body = await work(conn)
         rt.changed()
         settled = await settle(status, body) if settle else None
@@ -229,7 +229,7 @@ def _settled(db: Database) -> Coalescer[dict[str, Any], None]:
         ) -> list[BaseException | None]:
             db = database()
             assert db is not None  # its requests hold it
-            async with db.single_write() as conn:
+            async with db.single_write(urgent=True) as conn:
                 await conn.execute(_SETTLE, [item.value for item in batch])
             return [None] * len(batch)
 

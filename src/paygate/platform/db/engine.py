@@ -70,17 +70,18 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def single_write(self) -> AsyncIterator[AsyncConnection]:
+    async def single_write(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection for one write statement that is a transaction of its own, committed
         (durably) as the statement ends. On PostgreSQL it runs with no BEGIN and COMMIT around
-        it, two round trips fewer; on SQLite it is a write transaction of the group commit. Two
-        statements in it would commit apart on PostgreSQL, and on-commit counts
-        (paygate.platform.metrics) are never run there: use `transaction()` for those."""
+        it, two round trips fewer; on SQLite it is a write transaction of the group commit
+        (`urgent` as for `transaction()`). Two statements in it would commit apart on
+        PostgreSQL, and on-commit counts (paygate.platform.metrics) are never run there: use
+        `transaction()` for those."""
         if self._writers is None:
             async with self._reader.connect() as conn:
                 yield conn
             return
-        async with self._writers.transaction() as conn:
+        async with self._writers.transaction(urgent=urgent) as conn:
             yield conn
 
     @asynccontextmanager
