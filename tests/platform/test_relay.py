@@ -166,3 +166,27 @@ async def test_an_event_committed_after_the_read_is_published_at_once(
         task.cancel()
         await relay.wait_idle()
         await db.dispose()
+
+
+async def test_a_woken_relay_finds_an_unwoken_commit_at_its_poll(database_url: str) -> None:
+    """`paygate serve` with `paygate settle` beside it: the other process's commit wakes
+    nobody here, and the relay's poll (`idle_s`) finds it; between polls it reads nothing."""
+    db = Database(database_url)
+    bus = RecordingBus()
+    relay = Relay(db, bus, woken=True, idle_s=0.4)  # type: ignore[arg-type]
+    reads = _count_reads(relay)
+    task = asyncio.create_task(relay.run())
+    try:
+        await _until(lambda: reads[0] == 1)
+        await _emit(db, "pay_0")  # no wake
+        loop = asyncio.get_running_loop()
+        committed = loop.time()
+        await _until(lambda: bus.published() == ["pay_0"])
+        assert loop.time() - committed < 2.0
+        looked = reads[0]
+        await asyncio.sleep(1.0)
+        assert reads[0] - looked <= 3  # one a poll, where 50 ms polls would read 20 times
+    finally:
+        task.cancel()
+        await relay.wait_idle()
+        await db.dispose()
