@@ -34,8 +34,6 @@ from paygate.settlements import service as settlements
 
 ROLES = ("relay", "fraud", "processor", "notifier", "scheduler")
 SUMMARY_CHECK_S = 3600.0
-# How often a relay that its own process wakes reads the outbox unwoken (see `Pipeline`).
-WOKEN_POLL_S = 1.0
 
 
 class Pipeline:
@@ -47,11 +45,8 @@ class Pipeline:
         self.roles = frozenset(roles)
         self.bus = bus or LocalBus(dead_letter=self.dead_letter)
         # On the in-process bus every writer of events in this process wakes the relay after its
-        # commit (`Runtime.changed`): its poll only finds the events another process committed
-        # to the same database (`paygate settle`, `paygate reconcile`), and a second will do.
-        # Polling every 50 ms was most of an idle gateway's statements (docs/performance.md).
-        woken = isinstance(self.bus, LocalBus)
-        self.relay = Relay(rt.db, self.bus, woken=woken, idle_s=WOKEN_POLL_S if woken else 0.05)
+        # commit (`Runtime.changed`).
+        self.relay = Relay(rt.db, self.bus, woken=isinstance(self.bus, LocalBus))
         self.processor = Processor(rt, bank)
         self.recovery = Recovery(self.processor)
         self.fraud: FraudWorker | None = None

@@ -36,6 +36,9 @@ _UNSENT = (
     .order_by(outbox.c.position)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
+# How often the relay reads the outbox when nothing wakes it, unwoken and woken (`Relay`).
+POLL_S = 0.05
+WOKEN_POLL_S = 1.0
 _MARK_SENT = outbox.update().where(outbox.c.position.in_(sa.bindparam("positions", expanding=True)))
 
 
@@ -58,18 +61,22 @@ class Relay:
         *,
         batch_size: int = 200,
         max_in_flight: int = 4,
-        idle_s: float = 0.05,
+        idle_s: float | None = None,
         woken: bool = False,
     ) -> None:
         self.db = db
         self.bus = bus
         self.batch_size = batch_size
-        self.idle_s = idle_s
         # True where every commit that writes events wakes the relay (`paygate serve`, whose
         # writers all run in this process): after a batch that took every unsent event, it
         # waits for the next wake instead of reading once more to find nothing. Elsewhere that
         # read is what finds the events of other processes' commits without waiting `idle_s`.
         self.woken = woken
+        # How long it waits unwoken before it reads again. Woken, the poll only finds what
+        # another process committed to the same database (`paygate settle` beside `paygate
+        # serve`), and a second will do: 50 ms polls were most of an idle gateway's statements
+        # (docs/performance.md, "The woken relay polls once a second").
+        self.idle_s = idle_s if idle_s is not None else (WOKEN_POLL_S if woken else POLL_S)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[int] = set()
         self._publishing: set[asyncio.Task[None]] = set()
