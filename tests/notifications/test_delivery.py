@@ -19,10 +19,10 @@ from paygate.platform.db.tables import outbox
 from paygate.platform.outbox import PUBLIC_TYPES
 from paygate.platform.relay import Relay
 from paygate.runtime import Runtime
-from tests.conftest import new_merchant
+from tests.conftest import ADMIN_KEY, new_merchant
 from tests.notifications.conftest import Events
 from tests.notifications.support import Receiver, eventually, verify
-from tests.support import CARD, idem, payment_body
+from tests.support import CARD, idem, payment_body, statements
 
 
 async def endpoint(
@@ -318,3 +318,41 @@ async def test_a_batch_of_events_makes_the_same_deliveries_once(
     async with runtime.db.read() as conn:
         count = await conn.scalar(sa.select(sa.func.count()).select_from(webhook_deliveries))
     assert count == 5
+
+
+async def test_each_event_goes_to_the_enabled_endpoints_of_its_own_mode_read_in_one_statement(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    merchant: dict[str, Any],
+    runtime: Runtime,
+    receiver: Receiver,
+    events: Events,
+    notifier: NotificationService,
+) -> None:
+    # A live key's endpoint is the live mode's; the test key's endpoints take test events.
+    r = await client.post(
+        "/v1/api_keys",
+        json={"type": "secret", "merchant": merchant["id"], "livemode": True},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert r.status_code == 201, r.text
+    live = {"Authorization": f"Bearer {r.json()['secret']}"}
+    await endpoint(client, live, receiver.url("/live"))
+    await endpoint(client, auth, receiver.url("/one"))
+    await endpoint(client, auth, receiver.url("/two"), ["payment.succeeded"])
+    off = await endpoint(client, auth, receiver.url("/off"))
+    await client.post(f"/v1/webhook_endpoints/{off['id']}", json={"enabled": False}, headers=auth)
+    p = await pay(client, auth)
+    sent = [
+        await events.emit("payment.succeeded", {**p, "status": "succeeded"}, merchant["id"], 3),
+        await events.emit("payment.fraud_assessed", {**p, "risk": {}}, merchant["id"], 2),
+    ]
+    with statements(runtime.db) as seen:
+        await notifier.on_events(sent)
+    reads = [s for s in seen if s.startswith("SELECT")]
+    assert len(reads) == 1, reads  # the events and their endpoints together
+    await eventually(lambda: len(receiver.at("/one")) == 1 and len(receiver.at("/two")) == 1)
+    await asyncio.sleep(0.2)
+    assert receiver.at("/live") == [] and receiver.at("/off") == []
+    for path in ("/one", "/two"):
+        assert orjson.loads(receiver.at(path)[0].body)["type"] == "payment.succeeded"

@@ -101,17 +101,50 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: str) -> None:
 # Events: the public rows of the outbox, as committed
 
 
-_EVENT_ROWS = sa.select(OB.id, OB.merchant_id, OB.livemode, OB.type, OB.public, OB.payload).where(
-    OB.id.in_(sa.bindparam("match_ids", expanding=True))
+# Each event's row with its merchant's enabled endpoints beside it: a row per endpoint, or one
+# with no endpoint (an internal event, or a merchant with none).
+_EVENTS_WITH_ENDPOINTS = (
+    sa.select(
+        OB.id,
+        OB.merchant_id,
+        OB.livemode,
+        OB.type,
+        OB.public,
+        OB.payload,
+        E.id.label("endpoint_id"),
+        E.enabled_events,
+    )
+    .select_from(
+        outbox.outerjoin(
+            webhook_endpoints,
+            sa.and_(
+                E.merchant_id == OB.merchant_id,
+                E.livemode == OB.livemode,
+                E.enabled.is_(True),
+                OB.public.is_(True),
+            ),
+        )
+    )
+    .where(OB.id.in_(sa.bindparam("match_ids", expanding=True)))
 )
 
 
-async def event_rows(conn: AsyncConnection, event_ids: list[str]) -> dict[str, sa.RowMapping]:
-    """The stored rows of these events (one statement), by id; an unknown id is left out."""
+async def events_with_endpoints(
+    conn: AsyncConnection, event_ids: list[str]
+) -> dict[str, tuple[sa.RowMapping, list[sa.RowMapping]]]:
+    """The stored rows of these events, by id, each with its merchant's enabled endpoints
+    (`endpoint_id`, `enabled_events`; none for an internal event), in one statement; an unknown
+    id is left out."""
+    found: dict[str, tuple[sa.RowMapping, list[sa.RowMapping]]] = {}
     if not event_ids:
-        return {}
-    rows = await conn.execute(_EVENT_ROWS, {"match_ids": list(event_ids)})
-    return {row["id"]: row for row in rows.mappings()}
+        return found
+    for row in (
+        await conn.execute(_EVENTS_WITH_ENDPOINTS, {"match_ids": list(event_ids)})
+    ).mappings():
+        _, endpoints = found.setdefault(row["id"], (row, []))
+        if row["endpoint_id"] is not None:
+            endpoints.append(row)
+    return found
 
 
 async def get_event(

@@ -102,24 +102,22 @@ class NotificationService:
         await self.on_events([event])
 
     async def on_events(self, events: list[Event]) -> None:
-        """The rows of several events: one read, one write transaction with an insert per
-        table. Idempotent: a row already there for an (event, endpoint) or a message key is
-        left as it is."""
+        """The rows of several events: one read (each event with its merchant's endpoints), one
+        write transaction with an insert per table. Idempotent: a row already there for an
+        (event, endpoint) or a message key is left as it is."""
         planned: list[tuple[sa.RowMapping, list[str], list[dict[str, Any]]]] = []
-        endpoints_of: dict[tuple[str, bool], list[sa.RowMapping]] = {}
         async with self.rt.db.read() as conn:
             # Internal events never leave the gateway.
             public = [e["id"] for e in events if e.get("type") in PUBLIC_TYPES]
-            rows = await repo.event_rows(conn, public)
+            found = await repo.events_with_endpoints(conn, public)
             for event_id in public:
-                row = rows.get(event_id)
-                if row is None or not row["public"]:
+                if event_id not in found:
                     continue
-                owner = (row["merchant_id"], row["livemode"])
-                if owner not in endpoints_of:
-                    endpoints_of[owner] = list(await repo.enabled_endpoints(conn, *owner))
+                row, enabled = found[event_id]
+                if not row["public"]:
+                    continue
                 endpoints = [
-                    e["id"] for e in endpoints_of[owner] if takes(e["enabled_events"], row["type"])
+                    e["endpoint_id"] for e in enabled if takes(e["enabled_events"], row["type"])
                 ]
                 notices = await self._customer_notices(conn, row)
                 if endpoints or notices:
