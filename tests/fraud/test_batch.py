@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from paygate.fraud import rules
 from paygate.fraud.counters import MemoryCounterStore, bucket_keys
 from paygate.fraud.features import Txn
 from paygate.fraud.scoring import ModelScorer
@@ -19,7 +20,7 @@ from paygate.platform.db.tables import outbox, payments
 from paygate.runtime import Runtime
 from tests.conftest import new_merchant
 from tests.fraud.live import FixedScorer, stored_assessments
-from tests.support import idem, payment_body
+from tests.support import idem, payment_body, statements
 
 
 async def _created(
@@ -163,3 +164,39 @@ async def test_a_batch_is_counted_in_three_calls_of_the_store_per_kind_of_counte
         expected = await ModelScorer(alone_store).score(txn)
         [stored] = await stored_assessments(runtime, row["id"])
         assert stored["score"] == expected.score
+
+
+async def test_a_batch_reads_its_payments_and_merchants_in_two_statements(
+    client: httpx.AsyncClient, runtime: Runtime, auth: dict[str, str]
+) -> None:
+    """The payments with their facts and whether they were screened, then every merchant's
+    settings and rule-set revisions; a merchant's rules are read again only when its revision
+    is new to this process. The write transaction locks and checks as before."""
+    other = await new_merchant(client, "Globex")
+    other_auth = {"Authorization": f"Bearer {other['api_key']}"}
+    r = await client.post(
+        "/v1/fraud/rules",
+        json={"action": "block", "expression": "card_brand == 'visa'"},
+        headers=auth,
+    )
+    assert r.status_code == 201, r.text
+    blocking_rule = r.json()["id"]
+    rules._cache.clear()
+    worker = FraudWorker(runtime, store=MemoryCounterStore(), scorer=FixedScorer(10))
+
+    for round in range(2):
+        mine = await _created(client, runtime, auth, 2)
+        theirs = await _created(client, runtime, other_auth, 1)
+        with statements(runtime.db) as seen:
+            await worker.on_events([mine[0], theirs[0], mine[1]])
+        reads = [s for s in seen if s.startswith("SELECT")]
+        loads_rules = [s for s in reads if "FROM fraud_rules" in s or "FROM fraud_lists" in s]
+        assert len(loads_rules) == (2 if round == 0 else 0), reads  # its rules, its lists
+        # Two reads, a lock of the payments and a look for assessments stored meanwhile.
+        assert len(reads) - len(loads_rules) == 4, reads
+        decisions = await _decisions(runtime, [e["data"]["object"]["id"] for e in mine + theirs])
+        for event in mine:  # the card's brand, from its payment method, matched the rule
+            [decided] = decisions[event["data"]["object"]["id"]]
+            assert decided["risk"]["reasons"] == [blocking_rule]
+        [decided] = decisions[theirs[0]["data"]["object"]["id"]]
+        assert decided["risk"]["reasons"] == ["amount"]

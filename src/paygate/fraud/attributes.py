@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from paygate.fraud.tables import fraud_assessments
 from paygate.platform.db.tables import customers, payment_methods, payments
 
 Value = int | str | bool
@@ -242,27 +243,43 @@ def attributes_of(facts: PaymentFacts, velocity: Mapping[str, int] | None = None
     return attrs
 
 
+# A payment's method (always there) and customer (if any) beside it.
+_WITH_FACTS = payments.join(
+    payment_methods, payment_methods.c.id == payments.c.payment_method_id
+).outerjoin(customers, customers.c.id == payments.c.customer_id)
+
+
 def facts_query() -> sa.Select[Any]:
     """Payments with everything `PaymentFacts` needs (one join per fact, no JSON decoding)."""
     p, m, c = payments.c, payment_methods.c, customers.c
-    return (
-        sa.select(
-            p.id,
-            p.amount,
-            p.currency,
-            p.created,
-            p.status,
-            p.failure_code,
-            p.card_bin,
-            p.ip_address,
-            m.brand,
-            m.fingerprint,
-            c.email,
-        )
-        .select_from(payments)
-        .join(payment_methods, payment_methods.c.id == p.payment_method_id)
-        .outerjoin(customers, customers.c.id == p.customer_id)
+    return sa.select(
+        p.id,
+        p.amount,
+        p.currency,
+        p.created,
+        p.status,
+        p.failure_code,
+        p.card_bin,
+        p.ip_address,
+        m.brand,
+        m.fingerprint,
+        c.email,
+    ).select_from(_WITH_FACTS)
+
+
+# The fraud worker's read of a batch: each payment whole, with its facts, and whether it has
+# been screened already (an assessment is never deleted).
+SCREENING = (
+    sa.select(
+        payments,
+        payment_methods.c.brand,
+        payment_methods.c.fingerprint,
+        customers.c.email,
+        sa.exists().where(fraud_assessments.c.payment_id == payments.c.id).label("screened"),
     )
+    .select_from(_WITH_FACTS)
+    .where(payments.c.id.in_(sa.bindparam("match_ids", expanding=True)))
+)
 
 
 def facts_of(row: Mapping[Any, Any]) -> PaymentFacts:

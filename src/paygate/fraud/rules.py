@@ -4,8 +4,8 @@
 compiled once and cached in this process, keyed by the merchant's rule-set `revision`
 (paygate.fraud.rules_tables.fraud_rule_sets), which every change of a rule or a list replaces in
 the same transaction. A call is then one primary-key read and the evaluation. The fraud worker
-does the same in two steps, `compiled_rules` once per merchant of a batch and `first_match` per
-payment.
+does the same in two steps: `rules_at` once per merchant of a batch, with the revision it read
+for the batch (paygate.fraud.policy.setups), and `first_match` per payment.
 
 Rules are tried `allow` first, then `block`, then `review`, each group oldest first; the first
 that matches decides:
@@ -75,17 +75,29 @@ async def match_rules(
     return first_match(rules, attributes)
 
 
+_REVISION = sa.select(fraud_rule_sets.c.revision).where(
+    fraud_rule_sets.c.merchant_id == sa.bindparam("match_merchant"),
+    fraud_rule_sets.c.livemode == sa.bindparam("match_livemode"),
+)
+
+
 async def compiled_rules(
     conn: AsyncConnection, merchant_id: str, livemode: bool
 ) -> tuple[CompiledRule, ...]:
-    key = (merchant_id, livemode)
     revision = await conn.scalar(
-        sa.select(fraud_rule_sets.c.revision).where(
-            fraud_rule_sets.c.merchant_id == merchant_id, fraud_rule_sets.c.livemode == livemode
-        )
+        _REVISION, {"match_merchant": merchant_id, "match_livemode": livemode}
     )
+    return await rules_at(conn, merchant_id, livemode, revision)
+
+
+async def rules_at(
+    conn: AsyncConnection, merchant_id: str, livemode: bool, revision: str | None
+) -> tuple[CompiledRule, ...]:
+    """The merchant's compiled rules at `revision`, just read on `conn` (the cached set when it
+    is that revision's)."""
     if revision is None:
         return ()  # never had a rule or a list
+    key = (merchant_id, livemode)
     cached = _cache.get(key)
     if cached is not None and cached.revision == revision:
         _cache.move_to_end(key)

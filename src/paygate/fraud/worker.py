@@ -21,11 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.fraud import assessments, policy, velocity
-from paygate.fraud.attributes import attributes_of, facts_of, facts_query
+from paygate.fraud.attributes import SCREENING, attributes_of, facts_of
 from paygate.fraud.counters import CounterStore, counter_store_from_url
 from paygate.fraud.decide import Policy, RuleVerdict, Scored, decide
 from paygate.fraud.features import DEFAULT_CONFIG, FeatureConfig, OnlineFeatures, Txn
-from paygate.fraud.rules import CompiledRule, compiled_rules, first_match
+from paygate.fraud.rules import CompiledRule, first_match, rules_at
 from paygate.fraud.scoring import ModelScorer, Scorer
 from paygate.fraud.screening import (
     DECLINE_TEST_CARD,
@@ -38,7 +38,6 @@ from paygate.payments import repository as payments
 from paygate.platform import outbox, tracing
 from paygate.platform.bus import Bus, Event
 from paygate.platform.db import deferred
-from paygate.platform.db.tables import payments as payments_table
 from paygate.platform.logging import log
 from paygate.runtime import Runtime
 
@@ -96,24 +95,25 @@ class FraudWorker:
         await self.screen([event])
 
     async def screen(self, events: list[Event]) -> None:
-        """Screen the payments of `payment.created` events: one read connection for their rows,
-        settings and rules; the counters of all of them (rules' velocities, then the model's
-        features) read and counted in event order in a few calls of the store; the model per
-        payment; then one write transaction that appends every assessment and emits every
-        decision."""
+        """Screen the payments of `payment.created` events: one read connection for their rows
+        with their facts (`SCREENING`), then their merchants' settings and rule-set revisions
+        (`policy.setups`), and rules only where a revision is new to this process; the counters
+        of all of them (rules' velocities, then the model's features) read and counted in event
+        order in a few calls of the store; the model per payment; then one write transaction
+        that appends every assessment and emits every decision."""
         ids = [event["data"]["object"]["id"] for event in events]
         async with self.rt.db.read() as conn:
-            found = await payments.get_many(conn, ids)
+            found = {
+                row["id"]: row
+                for row in (await conn.execute(SCREENING, {"match_ids": ids})).mappings()
+            }
             pending = [found[i] for i in ids if i in found and found[i]["status"] == "pending"]
             if not pending:
                 return  # already decided: nothing to screen
-            stored = await assessments.latest_of(conn, [row["id"] for row in pending])
-            unscreened = [row for row in pending if row["id"] not in stored]
-            settings: dict[str, Policy] = {}
-            for row in unscreened:
-                if row["merchant_id"] not in settings:
-                    settings[row["merchant_id"]] = await policy.get(conn, row["merchant_id"])
-            rules = await self.match_rules(conn, unscreened)
+            unscreened = [row for row in pending if not row["screened"]]
+            setups = await policy.setups(conn, (row["merchant_id"] for row in unscreened))
+            settings = {merchant_id: setup.policy for merchant_id, setup in setups.items()}
+            rules = await self.match_rules(conn, unscreened, setups)
         decided: dict[str, Assessment] = {}
         for row, scored in zip(unscreened, await self._score(unscreened, settings), strict=True):
             fingerprint = row["payment_method"]["card"]["fingerprint"]
@@ -180,33 +180,32 @@ class FraudWorker:
 
     # ---- Rules plug in here: the one call site of the rules engine (paygate.fraud.rules). ----
     async def match_rules(
-        self, conn: AsyncConnection, rows: list[sa.RowMapping]
+        self, conn: AsyncConnection, rows: list[sa.RowMapping], setups: dict[str, policy.Setup]
     ) -> dict[str, RuleVerdict | None]:
         """Each payment's matching rule of its merchant, if any (`allow`, `block` or `review`);
-        `decide` lets it override the score. The velocity attributes are counted here for every
-        payment, in order, so that a rule added later sees the history."""
+        `decide` lets it override the score. `rows` are read with their facts (`SCREENING`),
+        `setups` with each merchant's rule-set revisions. The velocity attributes are counted
+        here for every payment, in order, so that a rule added later sees the history."""
         if not rows:
             return {}
-        query = facts_query().where(payments_table.c.id.in_([row["id"] for row in rows]))
-        found = (await conn.execute(query)).mappings()
-        facts_by_id = {row["id"]: facts_of(row) for row in found}
+        facts_by_id = {row["id"]: facts_of(row) for row in rows}
         verdicts: dict[str, RuleVerdict | None] = {}
         rule_sets: dict[tuple[str, bool], tuple[CompiledRule, ...]] = {}
-        known = [row for row in rows if row["id"] in facts_by_id]
         try:
             velocities = await velocity.observe_many(
                 self.store,
-                [(r["id"], r["merchant_id"], r["livemode"], facts_by_id[r["id"]]) for r in known],
+                [(r["id"], r["merchant_id"], r["livemode"], facts_by_id[r["id"]]) for r in rows],
             )
         except Exception as exc:  # rules still run; a velocity they test reads as unknown
-            for row in known:
+            for row in rows:
                 log.error("fraud.velocity_failed", payment_id=row["id"], error=str(exc)[:300])
-            velocities = [{} for _ in known]
-        for row, counted in zip(known, velocities, strict=True):
+            velocities = [{} for _ in rows]
+        for row, counted in zip(rows, velocities, strict=True):
             facts = facts_by_id[row["id"]]
             owner = (row["merchant_id"], row["livemode"])
-            if owner not in rule_sets:  # each merchant's rules read once per batch
-                rule_sets[owner] = await compiled_rules(conn, *owner)
+            if owner not in rule_sets:  # each merchant's rules once per batch
+                revision = setups[row["merchant_id"]].revisions[row["livemode"]]
+                rule_sets[owner] = await rules_at(conn, *owner, revision)
             verdicts[row["id"]] = first_match(rule_sets[owner], attributes_of(facts, counted))
         return verdicts
 
