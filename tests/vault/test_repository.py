@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
@@ -13,6 +14,7 @@ from paygate.platform.db.tables import vault_cards, vault_cvcs
 from paygate.runtime import Runtime
 from paygate.vault import repository as vault
 from paygate.vault.crypto import Keyring
+from tests.support import idem, payment_body, statements
 
 PAN = "4242424242424242"
 
@@ -201,3 +203,29 @@ async def test_a_cvc_stored_before_a_rotation_still_reads(runtime: Runtime) -> N
     new = rotated_keyring(runtime)
     async with runtime.db.read() as conn:
         assert await vault.read_cvc(conn, new, "pay_1") == "123"
+
+
+async def test_a_batch_of_payments_reveals_its_cards_and_cvcs_in_one_statement(
+    client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    cards = [("4242424242424242", "123"), ("5555555555554444", "4567"), ("4000056655665556", "999")]
+    ids = []
+    for number, cvc in cards:
+        body = payment_body(card={"number": number, "cvc": cvc})
+        r = await client.post("/v1/payments", json=body, headers={**auth, **idem()})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    async with runtime.db.transaction() as conn:
+        await vault.destroy_cvc(conn, ids[1])  # used by a bank call already
+        await conn.execute(
+            vault_cvcs.update().where(vault_cvcs.c.payment_id == ids[2]).values(expires_at=1)
+        )
+    with statements(runtime.db) as seen:
+        async with runtime.db.read() as conn:
+            found = await vault.reveal_payment_cards(conn, runtime.keyring, [*ids, "pay_none"])
+    assert len([s for s in seen if s.startswith("SELECT")]) == 1
+    assert found == {
+        ids[0]: ("4242424242424242", "123"),
+        ids[1]: ("5555555555554444", None),
+        ids[2]: ("4000056655665556", None),
+    }

@@ -227,17 +227,16 @@ class Processor:
         self, started: list[tuple[dict[str, Any], sa.RowMapping]]
     ) -> dict[str, PaymentRequest]:
         """The bank requests of attempts just opened (with their payments' rows as locked), by
-        attempt id: every card number and CVC of the batch read in one statement each. A card
-        not found is left out: that attempt's own `_request` then fails alone."""
+        attempt id: every card number and CVC of the batch read in one statement. A card not
+        found is left out: that attempt's own `_request` then fails alone."""
         async with self.rt.db.read() as conn:
-            numbers = await vault.reveal_method_cards(
-                conn, self.rt.keyring, {row["payment_method_id"] for _, row in started}
+            cards = await vault.reveal_payment_cards(
+                conn, self.rt.keyring, [row["id"] for _, row in started]
             )
-            cvcs = await vault.read_cvcs(conn, self.rt.keyring, [row["id"] for _, row in started])
         return {
-            attempt["id"]: _card_request(attempt, row, number, cvcs.get(row["id"]))
+            attempt["id"]: _card_request(attempt, row, *cards[row["id"]])
             for attempt, row in started
-            if (number := numbers.get(row["payment_method_id"])) is not None
+            if row["id"] in cards
         }
 
     async def _request(self, attempt: Row) -> object:
@@ -246,10 +245,7 @@ class Processor:
             async with self.rt.db.read() as conn:
                 row = await payments.get_by_id(conn, pid)
                 assert row is not None
-                number = await vault.reveal_method_card(
-                    conn, self.rt.keyring, row["payment_method_id"]
-                )
-                cvc = await vault.read_cvc(conn, self.rt.keyring, pid)
+                number, cvc = (await vault.reveal_payment_cards(conn, self.rt.keyring, [pid]))[pid]
             return _card_request(attempt, row, number, cvc)
         if op == "capture":
             return CaptureRequest(ref, attempts.reference(pid, "authorize"), attempt["amount"])

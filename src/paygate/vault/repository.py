@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
 from paygate.platform.db import deferred
-from paygate.platform.db.tables import payment_methods, vault_cards, vault_cvcs
+from paygate.platform.db.tables import payment_methods, payments, vault_cards, vault_cvcs
 from paygate.vault.crypto import Keyring, open_with_data_key, seal_with_data_key
 
 
@@ -41,12 +41,23 @@ async def reveal_card(conn: AsyncConnection, keyring: Keyring, token: str) -> st
 
 # What every customer-initiated bank call reads and deletes, built once (docs/performance.md). The
 # reads take a batch's payments at once (`IN` lists as expanding parameters).
-_METHOD_CARDS = (
+_PAYMENT_CARDS = (
     sa.select(
-        payment_methods.c.id, vault_cards.c.token, vault_cards.c.key_id, vault_cards.c.pan_sealed
+        payments.c.id,
+        vault_cards.c.token,
+        vault_cards.c.key_id,
+        vault_cards.c.pan_sealed,
+        vault_cvcs.c.key_id.label("cvc_key_id"),
+        vault_cvcs.c.data_key_sealed,
+        vault_cvcs.c.cvc_sealed,
+        vault_cvcs.c.expires_at,
     )
-    .join(payment_methods, payment_methods.c.card_token == vault_cards.c.token)
-    .where(payment_methods.c.id.in_(sa.bindparam("match_methods", expanding=True)))
+    .select_from(
+        payments.join(payment_methods, payment_methods.c.id == payments.c.payment_method_id)
+        .join(vault_cards, vault_cards.c.token == payment_methods.c.card_token)
+        .outerjoin(vault_cvcs, vault_cvcs.c.payment_id == payments.c.id)
+    )
+    .where(payments.c.id.in_(sa.bindparam("match_payments", expanding=True)))
 )
 _CVCS = sa.select(vault_cvcs).where(
     vault_cvcs.c.payment_id.in_(sa.bindparam("match_payments", expanding=True))
@@ -54,21 +65,20 @@ _CVCS = sa.select(vault_cvcs).where(
 _DESTROY_CVC = vault_cvcs.delete().where(vault_cvcs.c.payment_id == sa.bindparam("match_payment"))
 
 
-async def reveal_method_cards(
-    conn: AsyncConnection, keyring: Keyring, method_ids: Collection[str]
-) -> dict[str, str]:
-    """`reveal_card` of payment methods' cards, by method id, in one statement: for the bank
-    calls of a batch of payments only."""
-    rows = await conn.execute(_METHOD_CARDS, {"match_methods": list(method_ids)})
-    return {
-        row.id: keyring.open(row.key_id, row.pan_sealed, aad=row.token.encode()).decode()
-        for row in rows
-    }
-
-
-async def reveal_method_card(conn: AsyncConnection, keyring: Keyring, method_id: str) -> str:
-    """`reveal_card` of a payment method's card."""
-    return (await reveal_method_cards(conn, keyring, [method_id]))[method_id]
+async def reveal_payment_cards(
+    conn: AsyncConnection, keyring: Keyring, payment_ids: Collection[str]
+) -> dict[str, tuple[str, str | None]]:
+    """Each payment's card number and CVC (None once destroyed or expired), by payment id, in
+    one statement: for the payments' bank calls only. A payment not found is left out."""
+    now = now_s()
+    found: dict[str, tuple[str, str | None]] = {}
+    for row in await conn.execute(_PAYMENT_CARDS, {"match_payments": list(payment_ids)}):
+        number = keyring.open(row.key_id, row.pan_sealed, aad=row.token.encode()).decode()
+        cvc = None
+        if row.cvc_sealed is not None and row.expires_at >= now:
+            cvc = _open_cvc(keyring, row.id, row.cvc_key_id, row.data_key_sealed, row.cvc_sealed)
+        found[row.id] = (number, cvc)
+    return found
 
 
 async def store_cvc(
@@ -98,12 +108,18 @@ async def read_cvcs(
     now = now_s()
     found: dict[str, str] = {}
     for row in await conn.execute(_CVCS, {"match_payments": list(payment_ids)}):
-        if row.expires_at < now:
-            continue
-        aad = row.payment_id.encode()
-        data_key = keyring.open(row.key_id, row.data_key_sealed, aad)
-        found[row.payment_id] = open_with_data_key(data_key, row.cvc_sealed, aad).decode()
+        if row.expires_at >= now:
+            found[row.payment_id] = _open_cvc(
+                keyring, row.payment_id, row.key_id, row.data_key_sealed, row.cvc_sealed
+            )
     return found
+
+
+def _open_cvc(
+    keyring: Keyring, payment_id: str, key_id: str, data_key_sealed: bytes, cvc_sealed: bytes
+) -> str:
+    aad = payment_id.encode()
+    return open_with_data_key(keyring.open(key_id, data_key_sealed, aad), cvc_sealed, aad).decode()
 
 
 async def read_cvc(conn: AsyncConnection, keyring: Keyring, payment_id: str) -> str | None:
