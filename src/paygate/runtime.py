@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,11 +59,14 @@ class Runtime:
             read_cache=read_cache_enabled(settings, embedded=False),
         )
 
-    def changed(self, *object_ids: str, news: bool = True) -> None:
+    def changed(
+        self, *object_ids: str, news: bool = True, versions: Mapping[str, int] | None = None
+    ) -> None:
         """An object's state was committed: drop its cached reads, wake whoever waits on it
         (`Prefer: wait`) and wake the relay, which has events to publish. `news` false: the
         change leaves the objects on their way (a payment now `processing`), so no waiter is
-        woken for it.
+        woken for it. `versions`: the objects' versions as committed, where the writer knows
+        them (paygate.platform.db.written); the others are read back.
 
         With the read cache on, the waiters wake once the cached reads are dropped (in the
         background), so that a client answered by a waiter never reads an older state from the
@@ -71,15 +74,19 @@ class Runtime:
         `paygate.edge.cache.invalidate` before answering."""
         woken = object_ids if news else ()
         cached = self.read_cache and any(read_cache.cacheable(i) for i in object_ids)
-        if not (cached and self.spawn(self._invalidate_then_wake(object_ids, woken))):
+        dropped = cached and self.spawn(self._invalidate_then_wake(object_ids, woken, versions))
+        if not dropped:
             self._wake(woken)
         self.wake_relay()
 
     async def _invalidate_then_wake(
-        self, object_ids: tuple[str, ...], woken: tuple[str, ...]
+        self,
+        object_ids: tuple[str, ...],
+        woken: tuple[str, ...],
+        versions: Mapping[str, int] | None,
     ) -> None:
         try:
-            await read_cache.invalidate(self, *object_ids)
+            await read_cache.invalidate(self, *object_ids, versions=versions)
         finally:
             self._wake(woken)
 

@@ -11,10 +11,13 @@ import pytest
 import sqlalchemy as sa
 
 from paygate.edge import cache
+from paygate.payments import repository
+from paygate.platform.db import written
 from paygate.platform.db.tables import payments
 from paygate.runtime import Runtime, read_cache_enabled
 from tests.conftest import make_settings
 from tests.edge.conftest import Api, Serve
+from tests.support import statements
 
 
 def delta(before: cache.ReadStats) -> dict[str, int]:
@@ -249,3 +252,25 @@ def test_the_cache_is_used_only_where_every_writer_invalidates_it(tmp_path: Any)
     assert enabled(embedded=True)  # `paygate serve`: one process
     assert enabled(redis_url="redis://cache:6379/0")
     assert enabled(read_cache="on") and not enabled(embedded=True, read_cache="off")
+
+
+async def test_a_floor_at_the_version_written_needs_no_read(api: Api) -> None:
+    # A writer that recorded the versions it committed (the processor) sets the floors without
+    # reading them back; a slow reader still cannot put the older state back.
+    merchant, auth = await api.merchant()
+    payment = await api.payment(auth)
+    url = f"/v1/payments/{payment['id']}"
+    rt = api.runtime
+    stale = (await api.client.get(url, headers=auth)).content
+    with written.versions() as versions:
+        async with rt.db.transaction() as conn:
+            row = await repository.get_by_id(conn, payment["id"])
+            assert row is not None
+            assert await repository.update(conn, row["id"], row["version"], {"description": "x"})
+    assert versions == {payment["id"]: 2}
+    with statements(rt.db) as seen:
+        await cache.invalidate(rt, payment["id"], versions=versions)
+    assert seen == []
+    assert not await cache.fill(rt, merchant["id"], False, payment["id"], 1, stale)
+    r = await api.client.get(url, headers=auth)
+    assert version_of(r) == 2 and r.json()["description"] == "x"

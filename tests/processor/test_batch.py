@@ -173,3 +173,26 @@ async def test_an_answer_that_cannot_be_applied_fails_alone(
     await processor.on_events([decisions[1]])
     assert (await payment_of(client, auth, bad))["status"] == "succeeded"
     assert [op for _, op, _, _ in await bank_ops(bank, bad)] == ["sale"]
+
+
+async def test_a_batchs_cached_reads_are_dropped_at_the_versions_it_wrote(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    processor: Processor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The decisions' and the answers' transactions record the versions they write: their
+    cached reads are dropped with no read of the versions back, and a status read then answers
+    the outcome."""
+    monkeypatch.setattr(runtime, "read_cache", True)
+    pids = [await create(client, auth) for _ in range(3)]
+    before = [await payment_of(client, auth, pid) for pid in pids]  # cached, `pending`
+    decisions = [await assessed(runtime, pid) for pid in pids]
+    with statements(runtime.db) as seen:
+        await processor.on_events(decisions)
+        await runtime.drain()
+    assert [s for s in seen if "payments.version \nFROM" in s] == []
+    for pid, old in zip(pids, before, strict=True):
+        assert old["status"] == "pending"
+        assert (await payment_of(client, auth, pid))["status"] == "succeeded"

@@ -6,7 +6,8 @@ under the object's id, so that `invalidate(rt, *ids)` needs nothing but ids. Ver
 `Cache.set_if_newer`:
 
 - a filled entry is stored at 2·v, v being the row's `version` column when it was read;
-- an invalidation stores an empty entry at 2·v - 1, v read from the database after the commit.
+- an invalidation stores an empty entry at 2·v - 1, v the version committed: as the writer
+  recorded it (paygate.platform.db.written), else read from the database after the commit.
 
 A reader that loaded the row before a commit (v - 1, stored at 2v - 2) can thus never put it back
 over the invalidation, while the first reader after the commit (2v) replaces it: a read that
@@ -19,6 +20,7 @@ await it; every `Runtime.changed(*ids)` (the processor, recovery, settlements) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -110,20 +112,26 @@ async def fill(
     return stored
 
 
-async def invalidate(rt: Runtime, *object_ids: str) -> None:
+async def invalidate(
+    rt: Runtime, *object_ids: str, versions: Mapping[str, int] | None = None
+) -> None:
     """Call after committing a change to these objects (payments, refunds; other ids are
-    ignored), before answering: no read that starts after this returns sees the old state."""
+    ignored), before answering: no read that starts after this returns sees the old state.
+    `versions`: the versions the change committed, by id, where the writer knows them
+    (paygate.platform.db.written); the others are read from the database."""
     ids = sorted({i for i in object_ids if cacheable(i)})
     if not ids or not rt.read_cache:
         return
     try:
-        floors: dict[str, int] = {}
-        async with rt.db.read() as conn:
-            for prefix, query in _VERSIONS.items():
-                wanted = [i for i in ids if i.startswith(prefix)]
-                if wanted:
-                    rows = await conn.execute(query, {"match_ids": wanted})
-                    floors.update({row.id: row.version for row in rows})
+        floors = {i: versions[i] for i in ids if versions and i in versions}
+        unknown = [i for i in ids if i not in floors]
+        if unknown:
+            async with rt.db.read() as conn:
+                for prefix, query in _VERSIONS.items():
+                    wanted = [i for i in unknown if i.startswith(prefix)]
+                    if wanted:
+                        rows = await conn.execute(query, {"match_ids": wanted})
+                        floors.update({row.id: row.version for row in rows})
         # A floor under each changed object's cached read, all in one round trip on Redis.
         await rt.cache.set_many_if_newer(
             [(_key(i), b"", 2 * floors[i] - 1) for i in ids if i in floors],

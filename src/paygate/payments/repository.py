@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
 from paygate.payments.attempts import OPEN
-from paygate.platform.db import deferred
+from paygate.platform.db import deferred, written
 from paygate.platform.db.pagination import Page, fetch_page
 from paygate.platform.db.tables import bank_attempts, payments, transaction_log
 
@@ -100,7 +100,10 @@ async def update(
     params = {"updated": now_s(), **values, "version": version + 1}
     params.update(match_id=payment_id, match_version=version)
     result = await conn.execute(_UPDATE, params)
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    written.record(payment_id, version + 1)
+    return True
 
 
 async def list_page(

@@ -20,6 +20,7 @@ from paygate.payments import repository as payments
 from paygate.payments.models import FAILURE_CODES, Status
 from paygate.payments.service import state_of, transition
 from paygate.platform import outbox
+from paygate.platform.db import written
 from paygate.platform.db.tables import refunds
 from paygate.platform.logging import log
 from paygate.refunds.schemas import render as render_refund
@@ -220,6 +221,7 @@ async def _settle_refund(
         .where(refunds.c.id == refund_id)
         .values(status=status, failure_code=failure, version=version, updated=now_s())
     )
+    written.record(refund_id, version)
     terms = await merchant_terms.terms_for(
         conn, row["merchant_id"], settings.payout_delay_days, read
     )

@@ -37,7 +37,7 @@ from paygate.payments.service import state_of, transition
 from paygate.platform import metrics, tracing
 from paygate.platform.bus import Bus, Event
 from paygate.platform.coalesce import Coalescer, Submission
-from paygate.platform.db import deferred
+from paygate.platform.db import deferred, written
 from paygate.platform.faults import crash_point
 from paygate.platform.logging import log
 from paygate.platform.tasks import reraise_if_cancelling
@@ -110,21 +110,22 @@ class Processor:
         if not decisions:
             return
         started: list[tuple[dict[str, Any], sa.RowMapping]] = []
-        async with self.rt.db.transaction() as conn, deferred.deferred(conn):
-            rows = await payments.get_many(conn, list(decisions), for_update=True)
-            for payment_id, risk in decisions.items():
-                row = rows.get(payment_id)
-                if row is not None and row["status"] == Status.PENDING:
-                    with tracing.payment_scope(payment_id):  # its events stay in its trace
-                        created = await self._decide(conn, row, risk)
-                    if created is not None:
-                        started.append((created, row))
+        with written.versions() as versions:
+            async with self.rt.db.transaction() as conn, deferred.deferred(conn):
+                rows = await payments.get_many(conn, list(decisions), for_update=True)
+                for payment_id, risk in decisions.items():
+                    row = rows.get(payment_id)
+                    if row is not None and row["status"] == Status.PENDING:
+                        with tracing.payment_scope(payment_id):  # its events stay in its trace
+                            created = await self._decide(conn, row, risk)
+                        if created is not None:
+                            started.append((created, row))
         driven = {attempt["payment_id"] for attempt, _ in started}
         rest = [pid for pid in decisions if pid not in driven]  # declined, or not pending
         # A payment now `processing` is on its way: its waiters wake for the bank's answer.
-        self.rt.changed(*driven, news=False)
+        self.rt.changed(*driven, news=False, versions=versions)
         if rest:
-            self.rt.changed(*rest)
+            self.rt.changed(*rest, versions=versions)
         requests = await self._card_requests(started) if started else {}
         await _all(
             [
@@ -296,6 +297,7 @@ class Processor:
         sent = [item.value[0] for item in batch]
         terms: dict[str, Terms] = {}  # each merchant's read once for the batch
         # The log entries, events and ledger rows of the batch go as one insert per table.
+        versions: dict[str, int] = {}  # what the batch writes, each answer in its own context
         async with self.rt.db.transaction() as conn, deferred.deferred(conn):
             # The payments are locked in id order, as by every locker of several payments; the
             # attempts are read under those locks.
@@ -303,14 +305,22 @@ class Processor:
             found = await attempts.get_many(conn, [a["id"] for a in sent])
             outcomes = [
                 await item.within(
-                    self._answer(
-                        conn, rows.get(a["payment_id"]), found.get(a["id"]), item.value[1], terms
+                    written.recorded(
+                        versions,
+                        self._answer(
+                            conn,
+                            rows.get(a["payment_id"]),
+                            found.get(a["id"]),
+                            item.value[1],
+                            terms,
+                        ),
                     )
                 )
                 for item, a in zip(batch, sent, strict=True)
             ]
-        # One call for the batch: its cached reads are dropped with one read of their versions.
-        self._changed(*(a for a, done in zip(sent, outcomes, strict=True) if done is not None))
+        # One call for the batch: its cached reads are dropped at the versions it wrote.
+        applied = [a for a, done in zip(sent, outcomes, strict=True) if done is not None]
+        self._changed(*applied, versions=versions)
         return [outcome or [] for outcome in outcomes]
 
     async def _answer(
@@ -334,11 +344,12 @@ class Processor:
             await answers.apply_open(self.settings, conn, attempt, row, result)
         return []
 
-    def _changed(self, *applied: Row) -> None:
-        """The payments (and refunds) of attempts whose answers committed have changed."""
+    def _changed(self, *applied: Row, versions: Mapping[str, int] | None = None) -> None:
+        """The payments (and refunds) of attempts whose answers committed have changed
+        (`versions`: as their transaction wrote them, where known)."""
         ids = [i for a in applied for i in (a["payment_id"], a["refund_id"]) if i]
         if ids:
-            self.rt.changed(*ids)
+            self.rt.changed(*ids, versions=versions)
 
 
 async def _all(work: list[Coroutine[Any, Any, None]]) -> None:
