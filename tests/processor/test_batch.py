@@ -13,11 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from paygate.connectors import PaymentRequest
+from paygate.ledger.models import Pricing
+from paygate.ledger.tables import balance_transactions
 from paygate.processor import answers
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
+from tests.conftest import ADMIN_KEY, new_merchant
 from tests.processor.conftest import assessed, create, hold_sales, payment_of
 from tests.processor.records import attempt_states, bank_ops, event_payload, events_of, set_faults
 from tests.support import statements
@@ -122,8 +126,9 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
         await processor.on_events(decisions)
 
     assert len(opened) == 2  # the decisions, then every answer (one transaction each before)
-    # The merchant's terms, read once for the three captures.
-    assert len([s for s in seen if "FROM merchant_terms" in s]) == 1
+    # The merchant's terms, read with the answers' lock of their payments: no read of their own.
+    assert len([s for s in seen if "JOIN merchant_terms" in s]) == 1
+    assert [s for s in seen if "FROM merchant_terms" in s] == []
     # Each transaction's log entries go in one statement (`deferred`), not one per entry: an
     # insert of their own on SQLite, in the one statement of every table on PostgreSQL.
     assert len([s for s in seen if "INSERT INTO transaction_log" in s]) == 2
@@ -196,3 +201,32 @@ async def test_a_batchs_cached_reads_are_dropped_at_the_versions_it_wrote(
     for pid, old in zip(pids, before, strict=True):
         assert old["status"] == "pending"
         assert (await payment_of(client, auth, pid))["status"] == "succeeded"
+
+
+async def test_a_batch_of_answers_locks_its_payments_with_their_merchants_terms(
+    client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime, processor: Processor
+) -> None:
+    """One statement locks the answers' payments and reads their merchants' terms: the fee
+    booked is each merchant's own, custom or default."""
+    priced = await new_merchant(client, "Priced")
+    r = await client.post(
+        f"/v1/merchants/{priced['id']}",
+        json={"pricing": {"percent_bps": 150, "fixed": {"usd": 10}}},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert r.status_code == 200, r.text
+    priced_auth = {"Authorization": f"Bearer {priced['api_key']}"}
+    pids = [await create(client, auth), await create(client, priced_auth)]
+    decisions = [await assessed(runtime, pid) for pid in pids]
+    with statements(runtime.db) as seen:
+        await processor.on_events(decisions)
+    assert [s for s in seen if "FROM merchant_terms" in s] == []
+    async with runtime.db.read() as conn:
+        rows = await conn.execute(
+            sa.select(balance_transactions.c.source, balance_transactions.c.fee).where(
+                balance_transactions.c.source.in_(pids)
+            )
+        )
+        fees = dict(rows.all())
+    custom = Pricing(percent_bps=150, fixed={"usd": 10})
+    assert fees == {pids[0]: Pricing().fee(1999, "usd"), pids[1]: custom.fee(1999, "usd")}

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate.ids import now_s
 from paygate.ledger.models import Pricing
 from paygate.merchants import profile
+from paygate.platform.db.tables import payments
 from paygate.settlements.tables import merchant_bank_accounts, merchant_terms
 from paygate.vault.crypto import Keyring
 
@@ -44,18 +45,50 @@ async def terms_for(
     if read is not None and merchant_id in read:
         return read[merchant_id]
     row = (await conn.execute(_TERMS, {"match_id": merchant_id})).mappings().one_or_none()
-    if row is None:
-        terms = Terms(Pricing(), default_delay_days)
-    else:
-        delay = row["payout_delay_days"]
-        terms = Terms(
-            profile.pricing_from_json(row["pricing"]),
-            default_delay_days if delay is None else int(delay),
-            custom_pricing=row["pricing"] is not None,
-        )
+    terms = terms_of(row, default_delay_days)
     if read is not None:
         read[merchant_id] = terms
     return terms
+
+
+def terms_of(row: Mapping[Any, Any] | None, default_delay_days: int) -> Terms:
+    """The terms of a `merchant_terms` row (its `pricing` and `payout_delay_days`), or the
+    defaults for none."""
+    if row is None:
+        return Terms(Pricing(), default_delay_days)
+    delay = row["payout_delay_days"]
+    return Terms(
+        profile.pricing_from_json(row["pricing"]),
+        default_delay_days if delay is None else int(delay),
+        custom_pricing=row["pricing"] is not None,
+    )
+
+
+# The payments of a batch, locked in id order as `payments.repository.get_many` locks them,
+# each with its merchant's terms beside it (`terms_merchant` NULL: the merchant has none): the
+# processor's answers, which book fees, lock and read both in one statement.
+LOCKED_PAYMENTS_WITH_TERMS = (
+    sa.select(
+        payments,
+        merchant_terms.c.merchant_id.label("terms_merchant"),
+        merchant_terms.c.pricing.label("terms_pricing"),
+        merchant_terms.c.payout_delay_days.label("terms_payout_delay_days"),
+    )
+    .select_from(
+        payments.outerjoin(merchant_terms, merchant_terms.c.merchant_id == payments.c.merchant_id)
+    )
+    .where(payments.c.id.in_(sa.bindparam("match_ids", expanding=True)))
+    .order_by(payments.c.id)
+    .with_for_update(of=payments)
+)
+
+
+def joined_terms(row: Mapping[Any, Any], default_delay_days: int) -> Terms:
+    """The terms beside a payment read with `LOCKED_PAYMENTS_WITH_TERMS`."""
+    if row["terms_merchant"] is None:
+        return terms_of(None, default_delay_days)
+    joined = {"pricing": row["terms_pricing"], "payout_delay_days": row["terms_payout_delay_days"]}
+    return terms_of(joined, default_delay_days)
 
 
 async def set_terms(

@@ -29,7 +29,7 @@ from paygate.connectors.base import (
     VoidRequest,
 )
 from paygate.connectors.metered import MeteredConnector
-from paygate.merchants.terms import Terms
+from paygate.merchants.terms import LOCKED_PAYMENTS_WITH_TERMS, Terms, joined_terms
 from paygate.payments import attempts
 from paygate.payments import repository as payments
 from paygate.payments.models import Status
@@ -299,9 +299,17 @@ class Processor:
         # The log entries, events and ledger rows of the batch go as one insert per table.
         versions: dict[str, int] = {}  # what the batch writes, each answer in its own context
         async with self.rt.db.transaction() as conn, deferred.deferred(conn):
-            # The payments are locked in id order, as by every locker of several payments; the
-            # attempts are read under those locks.
-            rows = await payments.get_many(conn, [a["payment_id"] for a in sent], for_update=True)
+            # The payments are locked in id order, as by every locker of several payments, with
+            # their merchants' terms; the attempts are read under those locks.
+            locked = {"match_ids": [a["payment_id"] for a in sent]}
+            rows = {
+                row["id"]: row
+                for row in (await conn.execute(LOCKED_PAYMENTS_WITH_TERMS, locked)).mappings()
+            }
+            for row in rows.values():
+                terms.setdefault(
+                    row["merchant_id"], joined_terms(row, self.settings.payout_delay_days)
+                )
             found = await attempts.get_many(conn, [a["id"] for a in sent])
             outcomes = [
                 await item.within(
