@@ -13,7 +13,7 @@ from paygate.platform import tracing
 from paygate.platform.db import Database
 from paygate.platform.db.tables import outbox
 from paygate.platform.outbox import emit
-from paygate.platform.relay import WOKEN_MARK_S, Relay
+from paygate.platform.relay import Relay
 
 
 class HeldBus:
@@ -189,77 +189,4 @@ async def test_a_woken_relay_finds_an_unwoken_commit_at_its_poll(database_url: s
     finally:
         task.cancel()
         await relay.wait_idle()
-        await db.dispose()
-
-
-def _count_marks(relay: Relay) -> list[list[int]]:
-    """The positions of each mark the relay has written."""
-    marks: list[list[int]] = []
-    mark = relay._mark
-
-    async def counted(positions: list[int]) -> None:
-        await mark(positions)
-        marks.append(list(positions))
-
-    relay._mark = counted  # type: ignore[method-assign]
-    return marks
-
-
-async def test_a_woken_relay_marks_the_batches_of_a_moment_together(database_url: str) -> None:
-    """On the in-process bus, batches published one after the other are marked in one write,
-    `WOKEN_MARK_S` after the first; until then they stay in flight, and no read publishes them
-    again. Scale-out marks each batch as its publish returns."""
-    db = Database(database_url)
-    bus = RecordingBus()
-    relay = Relay(db, bus, woken=True, idle_s=60)  # type: ignore[arg-type]
-    marks = _count_marks(relay)
-    task = asyncio.create_task(relay.run())
-    try:
-        for n in range(3):
-            await _emit(db, f"pay_{n}")
-            relay.wake()
-            await _until(lambda n=n: len(bus.published()) == n + 1)
-        assert marks == [] and await _unpublished(db) == 3  # published, not marked yet
-        relay.wake()  # a read now finds them unmarked: still in flight, not sent again
-        await asyncio.sleep(0.01)
-        await _until(lambda: marks != [])
-        assert len(marks) == 1 and len(marks[0]) == 3
-        assert await _unpublished(db) == 0
-        assert bus.published() == ["pay_0", "pay_1", "pay_2"]
-    finally:
-        task.cancel()
-        await relay.wait_idle()
-        await db.dispose()
-
-    db = Database(database_url)
-    bus = RecordingBus()
-    relay = Relay(db, bus, woken=False, idle_s=60)  # type: ignore[arg-type]
-    marks = _count_marks(relay)
-    try:
-        for n in range(2):
-            await _emit(db, f"pay_{n}")
-            await relay.drain()
-        assert len(marks) == 2
-    finally:
-        await relay.wait_idle()
-        await db.dispose()
-
-
-async def test_a_woken_relay_marks_what_it_published_when_it_stops(database_url: str) -> None:
-    db = Database(database_url)
-    bus = RecordingBus()
-    relay = Relay(db, bus, woken=True, idle_s=60)  # type: ignore[arg-type]
-    task = asyncio.create_task(relay.run())
-    try:
-        await _emit(db, "pay_0")
-        relay.wake()
-        await _until(lambda: bus.published() == ["pay_0"])
-        assert await _unpublished(db) == 1
-    finally:
-        task.cancel()
-        loop = asyncio.get_running_loop()
-        stopping = loop.time()
-        await relay.wait_idle()
-        assert loop.time() - stopping < WOKEN_MARK_S  # not waiting out the marks' moment
-        assert await _unpublished(db) == 0
         await db.dispose()

@@ -1,7 +1,6 @@
 """The outbox relay: reads committed, unpublished events in outbox order, publishes them, and
 marks them sent. Several batches can be in flight at once; a row is marked only after `publish`
-returned, so a crash leaves it to be published again (consumers are idempotent). On the
-in-process bus (`woken`) the batches published within `WOKEN_MARK_S` are marked together.
+returned, so a crash leaves it to be published again (consumers are idempotent).
 
 Tracing: a batch has a span of its own (its own trace); each event in it gets a `publish` span,
 a child of the trace context stored with the event and linked to the batch's span, so the event
@@ -40,9 +39,6 @@ _UNSENT = (
 # How often the relay reads the outbox when nothing wakes it, unwoken and woken (`Relay`).
 POLL_S = 0.05
 WOKEN_POLL_S = 1.0
-# Woken, the batches published are marked sent together, this long after the first of them
-# (`_publish`).
-WOKEN_MARK_S = 0.1
 _MARK_SENT = outbox.update().where(outbox.c.position.in_(sa.bindparam("positions", expanding=True)))
 
 
@@ -82,13 +78,9 @@ class Relay:
         # (docs/performance.md, "The woken relay polls once a second").
         self.idle_s = idle_s if idle_s is not None else (WOKEN_POLL_S if woken else POLL_S)
         self._slots = asyncio.Semaphore(max_in_flight)
-        # Taken by a batch until its rows are marked sent: no read publishes them again.
         self._in_flight: set[int] = set()
         self._publishing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        # Woken: published, still in flight, marked by `_marker` (`_publish`).
-        self._unmarked: list[int] = []
-        self._marker: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """A commit wrote events: look now rather than at the next poll."""
@@ -137,14 +129,10 @@ class Relay:
         self._slots.release()
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
-        """Let batches in flight finish and mark what was published (graceful shutdown); an
-        unfinished one is published again by the next relay, since its rows stay unmarked."""
+        """Let batches in flight finish (graceful shutdown); an unfinished one is published
+        again by the next relay, since its rows stay unmarked."""
         if self._publishing:
             await asyncio.wait(set(self._publishing), timeout=timeout_s)
-        if self._marker is not None and not self._marker.done():
-            self._marker.cancel()  # marked now rather than after the rest of its wait
-            await asyncio.gather(self._marker, return_exceptions=True)
-        await self._mark_published()
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Publish until nothing is left (tests and shutdown)."""
@@ -187,24 +175,14 @@ class Relay:
             events.append(event)
             spans.append(span)
         failed: Exception | None = None
-        marked_later = False
         try:
             await self.bus.publish(events)
-            if self.woken:
-                # On the in-process bus a publish is a hand-over in memory, and each batch's
-                # mark a write transaction of its own: about three a payment at moderate rates.
-                # The batches of `WOKEN_MARK_S` are marked in one (docs/performance.md). A crash
-                # before it publishes them again, as it would a batch whose mark it cut short.
-                self._unmarked.extend(positions)
-                marked_later = True
-                if self._marker is None or self._marker.done():
-                    self._marker = asyncio.create_task(self._mark_later())
-            else:
-                # Marked here, in the batch's slot, not later and together: over NATS the
-                # mark's round trip is what paces the relay, and so sizes every consumer's
-                # batches. With marks deferred, the relay published nearly event by event and
-                # the scale-out pipeline spent 1.34 times the CPU a payment.
-                await self._mark(positions)
+            # Marked here, in the batch's slot, not later and together: over NATS the mark's
+            # round trip is what paces the relay, and so sizes every consumer's batches. With
+            # marks deferred, the relay published nearly event by event and the scale-out
+            # pipeline spent 1.34 times the CPU a payment (docs/performance.md).
+            async with self.db.single_write() as conn:
+                await conn.execute(_MARK_SENT, {"positions": positions, "published_at": now_s()})
         except Exception as exc:
             failed = exc
             log.error(
@@ -213,30 +191,7 @@ class Relay:
                 events=len(events),
             )
         finally:
-            if not marked_later:
-                self._in_flight.difference_update(positions)
+            self._in_flight.difference_update(positions)
             for span in spans:
                 tracing.finish(span, failed)
             tracing.finish(batch, failed)
-
-    async def _mark(self, positions: list[int]) -> None:
-        async with self.db.single_write() as conn:
-            await conn.execute(_MARK_SENT, {"positions": positions, "published_at": now_s()})
-
-    async def _mark_later(self) -> None:
-        await asyncio.sleep(WOKEN_MARK_S)
-        await self._mark_published()
-
-    async def _mark_published(self) -> None:
-        """Mark the batches published since the last mark; they leave `_in_flight` however the
-        write ends (unmarked, the next read publishes them again)."""
-        positions, self._unmarked = self._unmarked, []
-        if not positions:
-            return
-        try:
-            await self._mark(positions)
-        except Exception as exc:
-            reraise_if_cancelling(exc)
-            log.error("relay.mark_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-        finally:
-            self._in_flight.difference_update(positions)
