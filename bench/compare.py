@@ -13,7 +13,8 @@ the median over the rounds of each figure, and the after/before ratio. `--before
 (bench/sustained.py): CPU a payment and the create call's latency at a load the gateway keeps up
 with, where the closed loop's scenarios give them at its most. On SQLite it also reads, from
 /metrics, how many write transactions shared each commit (`paygate_db_group_commit_writers`);
-on PostgreSQL, its write transactions and WAL fsyncs (`Gateway.pg_writes`, `pg_stat_wal`);
+on PostgreSQL, its write transactions and WAL fsyncs (`Gateway.pg_writes`, `pg_stat_wal`) and
+its processes' CPU a payment beside each worker's;
 scale-out, the commands its Redis served per operation (counted after the backlog drained).
 docs/performance.md records what it printed.
 """
@@ -162,7 +163,7 @@ FIGURES = (
     ("webhooks/op", lambda f: f.get("webhooks_per_op")),
     *(
         (f"{role} CPU ms/op", lambda f, role=role: _role_cpu(f, role))
-        for role in ("server worker", "relay", "fraud", "processor", "notifier")
+        for role in ("server worker", "relay", "fraud", "processor", "notifier", "postgres")
     ),
     ("commits/s", lambda f: f.get("commits_per_s")),
     ("writers/commit", lambda f: f.get("writers_per_commit")),
