@@ -295,7 +295,7 @@ class Processor:
 
     async def _apply_together(self, batch: list[Answer]) -> list[list[str]]:
         sent = [item.value[0] for item in batch]
-        terms: dict[str, Terms] = {}  # each merchant's read once for the batch
+        terms: dict[str, Terms] = {}  # each merchant's, read with the lock below
         # The log entries, events and ledger rows of the batch go as one insert per table.
         versions: dict[str, int] = {}  # what the batch writes, each answer in its own context
         async with self.rt.db.transaction() as conn, deferred.deferred(conn):
@@ -307,9 +307,8 @@ class Processor:
                 for row in (await conn.execute(LOCKED_PAYMENTS_WITH_TERMS, locked)).mappings()
             }
             for row in rows.values():
-                terms.setdefault(
-                    row["merchant_id"], joined_terms(row, self.settings.payout_delay_days)
-                )
+                if row["merchant_id"] not in terms:
+                    terms[row["merchant_id"]] = joined_terms(row, self.settings.payout_delay_days)
             found = await attempts.get_many(conn, [a["id"] for a in sent])
             outcomes = [
                 await item.within(
