@@ -55,3 +55,14 @@ def test_an_id_dated_by_the_caller_keeps_its_date() -> None:
     assert dated < ids.new_id("pay", now_ms=1_600_000_000_001)
     assert _body(dated)[:10] == _body(ids.new_id("pay", now_ms=1_600_000_000_000))[:10]
     assert ids.new_id("pay") > dated  # the clock's ids are not held back by a dated one
+
+
+@given(
+    st.integers(min_value=0, max_value=2**130 - 1), st.integers(min_value=0, max_value=2**130 - 1)
+)
+def test_a_body_is_its_value_in_crockford_base32_and_sorts_as_it(a: int, b: int) -> None:
+    def decode(body: str) -> int:
+        return int("".join(f"{ids._ALPHABET.index(c):05b}" for c in body), 2)
+
+    assert len(ids._encode(a)) == 26 and decode(ids._encode(a)) == a
+    assert (ids._encode(a) < ids._encode(b)) == (a < b)
