@@ -349,7 +349,9 @@ async def test_each_event_goes_to_the_enabled_endpoints_of_its_own_mode_read_in_
     ]
     with statements(runtime.db) as seen:
         await notifier.on_events(sent)
-    reads = [s for s in seen if s.startswith("SELECT")]
+    # The delivery loop polls on its own clock meanwhile: its claims are not the consumer's.
+    claims = ("FROM webhook_deliveries", "FROM notification_messages")
+    reads = [s for s in seen if s.startswith("SELECT") and not any(c in s for c in claims)]
     assert len(reads) == 1, reads  # the events and their endpoints together
     await eventually(lambda: len(receiver.at("/one")) == 1 and len(receiver.at("/two")) == 1)
     await asyncio.sleep(0.2)

@@ -3,7 +3,9 @@
 sends them concurrently: at most `per_endpoint` in flight per endpoint and `max_in_flight` in
 all, so one dead or slow endpoint holds some slots and no more. Each outcome is recorded, with
 the next try (exponential back-off with jitter) or, after the retry window, `dead`; the outcomes
-of sends that end together are recorded in one transaction (`Coalescer`).
+of sends that end together are recorded in one transaction (`Coalescer`). A delivery this
+process makes while a slot is free is not claimed at all: it is inserted leased and handed over
+as it commits (`reserve`, `hand_over`), a read and a write less a webhook.
 
 How many are in flight to one endpoint bounds what it receives: by Little's law, a merchant
 gets at most `per_endpoint` webhooks per round trip of a send, and in a busy process that round
@@ -18,7 +20,7 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +81,9 @@ class DeliveryLoop:
         self._messages = MessageSender(rt.db, email, sms, self.scale)
         # Each send in flight, with the row it holds a lease on: ("delivery" | "message", id).
         self._sending: dict[asyncio.Task[None], tuple[str, str]] = {}
+        # Slots held for deliveries being inserted by this process (`reserve`), each counted
+        # in its endpoint's slots too.
+        self._reserved = 0
         self._per_endpoint: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -134,7 +139,7 @@ class DeliveryLoop:
         now = time.time()
         wait_s = self.poll_s
         started = 0
-        free = self.max_in_flight - len(self._sending)
+        free = self.max_in_flight - len(self._sending) - self._reserved
         if free > 0:
             jobs, next_at = await self._claim_deliveries(now, free)
             for job in jobs:
@@ -173,21 +178,63 @@ class DeliveryLoop:
                 await repo.lease_deliveries(conn, [r["id"] for r in chosen], now + self.lease_s)
         due = sum(1 for r in rows if r["next_attempt_at"] <= now)
         self._starved = bool(busy) or len(rows) >= limit or len(chosen) < due
-        jobs = [
-            Job(
-                delivery_id=r["id"],
-                event_id=r["event_id"],
-                endpoint_id=r["endpoint_id"],
-                attempts=r["attempts"],
-                give_up_at=r["give_up_at"],
-                url=r["url"],
-                body=versions.render_json_for_version(r["body"], r["api_version"]),
-                trace_context=r["trace_context"],
-                secrets=signing_secrets(r["endpoint_id"], r, self.rt.keyring, now),
-            )
-            for r in chosen
-        ]
-        return jobs, next_at
+        return [self.job(r, now) for r in chosen], next_at
+
+    def job(self, row: Mapping[Any, Any], now: float) -> Job:
+        """A send of the delivery `row` describes: its own columns (`id`, `event_id`,
+        `endpoint_id`, `attempts`, `give_up_at`), its event's stored JSON (`body`,
+        `trace_context`) and its endpoint's (`url`, `api_version` and the secret columns)."""
+        return Job(
+            delivery_id=row["id"],
+            event_id=row["event_id"],
+            endpoint_id=row["endpoint_id"],
+            attempts=row["attempts"],
+            give_up_at=row["give_up_at"],
+            url=row["url"],
+            body=versions.render_json_for_version(row["body"], row["api_version"]),
+            trace_context=row["trace_context"],
+            secrets=signing_secrets(row["endpoint_id"], row, self.rt.keyring, now),
+        )
+
+    # Deliveries handed over as they are made: no claim, no lease of their own.
+
+    def reserve(self, endpoint_id: str) -> bool:
+        """A slot for a delivery to `endpoint_id` that this process is about to insert, if the
+        loop runs and has one free. The caller inserts it leased for `lease_s` and, once that
+        commits, hands it over (`hand_over`) or gives the slot back (`unreserve`): the send
+        starts without the loop's read and lease write, and no other process can claim it."""
+        if self._runner is None or self._runner.done():
+            return False
+        if len(self._sending) + self._reserved >= self.max_in_flight:
+            return False
+        if self._per_endpoint[endpoint_id] >= self.per_endpoint:
+            return False
+        self._reserved += 1
+        self._per_endpoint[endpoint_id] += 1
+        return True
+
+    def unreserve(self, endpoint_id: str) -> None:
+        """Give back a slot `reserve` held (the delivery was already there, or not inserted)."""
+        self._reserved -= 1
+        self._release_slot(endpoint_id)
+
+    def hand_over(self, job: Job) -> bool:
+        """Send a reserved delivery, inserted and committed with its lease. False if the loop
+        has stopped meanwhile: the slot is given back and the row waits for its lease to
+        end, unless the caller hands it back (`lease_deliveries(..., None)`)."""
+        self._reserved -= 1
+        if self._runner is None or self._runner.done():
+            self._release_slot(job.endpoint_id)
+            return False
+        self._start_delivery(job, reserved=True)
+        return True
+
+    def _release_slot(self, endpoint_id: str) -> None:
+        self._per_endpoint[endpoint_id] -= 1
+        if self._per_endpoint[endpoint_id] <= 0:
+            del self._per_endpoint[endpoint_id]
+        if self._starved:  # rows were left waiting for a slot: look again
+            self.wake()
 
     def _choose(
         self, rows: list[sa.RowMapping], now: float
@@ -203,12 +250,13 @@ class DeliveryLoop:
                 chosen.append(r)
         return chosen, None
 
-    def _start_delivery(self, job: Job) -> None:
-        """Send `job` in a slot of its endpoint, held until the endpoint has answered (or the
-        send failed), not until the outcome is committed: the bound is on the requests the
-        endpoint sees at once."""
+    def _start_delivery(self, job: Job, *, reserved: bool = False) -> None:
+        """Send `job` in a slot of its endpoint (taken now, or by `reserve`), held until the
+        endpoint has answered (or the send failed), not until the outcome is committed: the
+        bound is on the requests the endpoint sees at once."""
         endpoint = job.endpoint_id
-        self._per_endpoint[endpoint] += 1
+        if not reserved:
+            self._per_endpoint[endpoint] += 1
         held = True
 
         def release() -> None:
@@ -216,11 +264,7 @@ class DeliveryLoop:
             if not held:
                 return
             held = False
-            self._per_endpoint[endpoint] -= 1
-            if self._per_endpoint[endpoint] <= 0:
-                del self._per_endpoint[endpoint]
-            if self._starved:  # rows were left waiting for a slot: look again
-                self.wake()
+            self._release_slot(endpoint)
 
         self._start(self._deliver(job, release), ("delivery", job.delivery_id), ended=release)
 

@@ -26,18 +26,29 @@ MAX_VALUES = 30_000
 
 
 async def insert_ignoring_duplicates(
-    conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]], unique: Sequence[str]
-) -> None:
+    conn: AsyncConnection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    unique: Sequence[str],
+    *,
+    returning: sa.ColumnElement[Any] | None = None,
+) -> list[Any]:
     """Insert `rows`, skipping those that collide on `unique` (consumers are idempotent): one
-    statement, or several when the rows hold more than `MAX_VALUES` values."""
+    statement, or several when the rows hold more than `MAX_VALUES` values. With `returning`,
+    its value for each row inserted (none for a row skipped)."""
     if not rows:
-        return
+        return []
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     per_statement = max(1, MAX_VALUES // len(rows[0]))
+    inserted: list[Any] = []
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         stmt = dialect.insert(table).values(chunk).on_conflict_do_nothing(index_elements=unique)
-        await conn.execute(stmt)
+        if returning is None:
+            await conn.execute(stmt)
+        else:
+            inserted += (await conn.execute(stmt.returning(returning))).scalars().all()
+    return inserted
 
 
 # Endpoints
@@ -102,7 +113,9 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: str) -> None:
 
 
 # Each event's row with its merchant's enabled endpoints beside it: a row per endpoint, or one
-# with no endpoint (an internal event, or a merchant with none).
+# with no endpoint (an internal event, or a merchant with none). The event's JSON as stored
+# (`body`: what a webhook sends) and each endpoint's URL, version and secrets (a delivery the
+# loop takes at once needs no claim: `DeliveryLoop.reserve`).
 _EVENTS_WITH_ENDPOINTS = (
     sa.select(
         OB.id,
@@ -110,9 +123,17 @@ _EVENTS_WITH_ENDPOINTS = (
         OB.livemode,
         OB.type,
         OB.public,
-        OB.payload,
+        sa.type_coerce(OB.payload, sa.Text).label("body"),
+        OB.trace_context,
         E.id.label("endpoint_id"),
         E.enabled_events,
+        E.url,
+        E.api_version,
+        E.secret_key_id,
+        E.secret_sealed,
+        E.previous_key_id,
+        E.previous_sealed,
+        E.previous_expires_at,
     )
     .select_from(
         outbox.outerjoin(
@@ -133,8 +154,8 @@ async def events_with_endpoints(
     conn: AsyncConnection, event_ids: list[str]
 ) -> dict[str, tuple[sa.RowMapping, list[sa.RowMapping]]]:
     """The stored rows of these events, by id, each with its merchant's enabled endpoints
-    (`endpoint_id`, `enabled_events`; none for an internal event), in one statement; an unknown
-    id is left out."""
+    (`endpoint_id`, `enabled_events`, what a send needs of the endpoint; none for an internal
+    event), in one statement; an unknown id is left out."""
     found: dict[str, tuple[sa.RowMapping, list[sa.RowMapping]]] = {}
     if not event_ids:
         return found
@@ -201,10 +222,14 @@ def delivery_rows(
     ]
 
 
-async def insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+async def insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:
     """Insert deliveries (`delivery_rows`), skipping those already there for their (event,
-    endpoint): a redelivered event adds none."""
-    await insert_ignoring_duplicates(conn, webhook_deliveries, rows, ("event_id", "endpoint_id"))
+    endpoint): a redelivered event adds none. Returns the ids of those inserted."""
+    unique = ("event_id", "endpoint_id")
+    inserted = await insert_ignoring_duplicates(
+        conn, webhook_deliveries, rows, unique, returning=D.id
+    )
+    return set(inserted)
 
 
 async def add_deliveries(

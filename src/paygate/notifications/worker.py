@@ -6,7 +6,8 @@ Two halves, so that a slow merchant endpoint never slows the payment pipeline:
   a redelivered event adds nothing, and the e-mail or SMS the event calls for, keyed the same
   way. It reads the event from the outbox, as committed, never from the bus message alone.
 - `run` (the delivery loop, `loop.py`) claims due rows and sends them, a bounded number per
-  endpoint at a time.
+  endpoint at a time. A new delivery the loop has a slot for skips the claim: `on_event`
+  inserts it already leased and hands it to the loop once the insert has committed.
 
 A failed try is retried with exponential back-off and jitter until three days after the first
 (`PAYGATE_WEBHOOK_BACKOFF_SCALE` shrinks that schedule), then dead-lettered (`dead`); a
@@ -19,6 +20,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,6 +31,7 @@ from paygate.notifications import repository as repo
 from paygate.notifications.loop import DeliveryLoop
 from paygate.notifications.models import RETRY_WINDOW_S, takes
 from paygate.notifications.sms import PHONE, SmsSender, sms_sender_from_url
+from paygate.notifications.webhooks import Job
 from paygate.platform.bus import Bus, Event
 from paygate.platform.outbox import PUBLIC_TYPES
 from paygate.runtime import Runtime
@@ -105,7 +108,7 @@ class NotificationService:
         """The rows of several events: one read (each event with its merchant's endpoints), one
         write transaction with an insert per table. Idempotent: a row already there for an
         (event, endpoint) or a message key is left as it is."""
-        planned: list[tuple[sa.RowMapping, list[str], list[dict[str, Any]]]] = []
+        planned: list[tuple[sa.RowMapping, list[sa.RowMapping], list[dict[str, Any]]]] = []
         async with self.rt.db.read() as conn:
             # Internal events never leave the gateway.
             public = [e["id"] for e in events if e.get("type") in PUBLIC_TYPES]
@@ -116,27 +119,55 @@ class NotificationService:
                 row, enabled = found[event_id]
                 if not row["public"]:
                     continue
-                endpoints = [
-                    e["endpoint_id"] for e in enabled if takes(e["enabled_events"], row["type"])
-                ]
+                endpoints = [e for e in enabled if takes(e["enabled_events"], row["type"])]
                 notices = await self._customer_notices(conn, row)
                 if endpoints or notices:
                     planned.append((row, endpoints, notices))
         if not planned:
             return
         now = time.time()
-        deliveries = [
-            delivery
-            for row, endpoints, _ in planned
-            for delivery in repo.delivery_rows(
-                row["id"], row["type"], endpoints, due=now, give_up_at=self._give_up(now)
-            )
-        ]
-        messages = [message for _, _, notices in planned for message in notices]
-        async with self.rt.db.transaction() as conn:  # one insert per table for the batch
-            await repo.insert_deliveries(conn, deliveries)
-            await store.add_messages(conn, messages)
-        self.wake(messages=bool(messages))
+        deliveries: list[dict[str, Any]] = []
+        sends: dict[str, Job] = {}  # the deliveries the loop has slots for, by id
+        try:
+            for row, endpoints, _ in planned:
+                made = repo.delivery_rows(
+                    row["id"],
+                    row["type"],
+                    [e["endpoint_id"] for e in endpoints],
+                    due=now,
+                    give_up_at=self._give_up(now),
+                )
+                for delivery, endpoint in zip(made, endpoints, strict=True):
+                    # Inserted leased, and sent as soon as it is committed.
+                    if self.loop.reserve(endpoint["endpoint_id"]):
+                        delivery["locked_until"] = now + self.loop.lease_s
+                        sends[delivery["id"]] = self.loop.job({**endpoint, **delivery}, now)
+                deliveries += made
+            messages = [message for _, _, notices in planned for message in notices]
+            async with self.rt.db.transaction() as conn:  # one insert per table for the batch
+                inserted = await repo.insert_deliveries(conn, deliveries)
+                await store.add_messages(conn, messages)
+        except BaseException:
+            for job in sends.values():
+                self.loop.unreserve(job.endpoint_id)
+            raise
+        await self._hand_over(sends, inserted)
+        if messages or len(sends) < len(deliveries):
+            self.wake(messages=bool(messages))
+
+    async def _hand_over(self, sends: dict[str, Job], inserted: set[str]) -> None:
+        """Start the reserved deliveries that were inserted. A redelivered event's were there
+        already: their slots are given back. If the loop stopped meanwhile, their leases are
+        given back too, for the next loop to claim them at once."""
+        back = []
+        for delivery_id, job in sends.items():
+            if delivery_id not in inserted:
+                self.loop.unreserve(job.endpoint_id)
+            elif not self.loop.hand_over(job):
+                back.append(delivery_id)
+        if back:
+            async with self.rt.db.transaction() as conn:
+                await repo.lease_deliveries(conn, back, None)
 
     async def _customer_notices(
         self, conn: AsyncConnection, row: sa.RowMapping
@@ -144,7 +175,7 @@ class NotificationService:
         kind = content.CUSTOMER_NOTICES.get(row["type"])
         if kind is None:
             return []
-        obj = row["payload"]["data"]["object"]
+        obj = orjson.loads(row["body"])["data"]["object"]
         who = await store.contact(conn, row["merchant_id"], row["type"], obj)
         if who is None:
             return []
