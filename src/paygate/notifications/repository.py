@@ -112,6 +112,16 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: str) -> None:
 # Events: the public rows of the outbox, as committed
 
 
+# What a send needs of its endpoint: where, in which version, signed with which secrets.
+_SENDING = (
+    E.url,
+    E.api_version,
+    E.secret_key_id,
+    E.secret_sealed,
+    E.previous_key_id,
+    E.previous_sealed,
+    E.previous_expires_at,
+)
 # Each event's row with its merchant's enabled endpoints beside it: a row per endpoint, or one
 # with no endpoint (an internal event, or a merchant with none). The event's JSON as stored
 # (`body`: what a webhook sends) and each endpoint's URL, version and secrets (a delivery the
@@ -127,13 +137,7 @@ _EVENTS_WITH_ENDPOINTS = (
         OB.trace_context,
         E.id.label("endpoint_id"),
         E.enabled_events,
-        E.url,
-        E.api_version,
-        E.secret_key_id,
-        E.secret_sealed,
-        E.previous_key_id,
-        E.previous_sealed,
-        E.previous_expires_at,
+        *_SENDING,
     )
     .select_from(
         outbox.outerjoin(
@@ -277,13 +281,7 @@ async def due_deliveries(
             D.attempts,
             D.next_attempt_at,
             D.give_up_at,
-            E.url,
-            E.api_version,
-            E.secret_key_id,
-            E.secret_sealed,
-            E.previous_key_id,
-            E.previous_sealed,
-            E.previous_expires_at,
+            *_SENDING,
             # The stored JSON text itself, not a decoded copy: the bytes that were committed.
             sa.type_coerce(OB.payload, sa.Text).label("body"),
             OB.trace_context,
