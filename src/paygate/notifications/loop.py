@@ -198,12 +198,16 @@ class DeliveryLoop:
 
     # Deliveries handed over as they are made: no claim, no lease of their own.
 
+    @property
+    def _running(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
     def reserve(self, endpoint_id: str) -> bool:
         """A slot for a delivery to `endpoint_id` that this process is about to insert, if the
         loop runs and has one free. The caller inserts it leased for `lease_s` and, once that
         commits, hands it over (`hand_over`) or gives the slot back (`unreserve`): the send
         starts without the loop's read and lease write, and no other process can claim it."""
-        if self._runner is None or self._runner.done():
+        if not self._running:
             return False
         if len(self._sending) + self._reserved >= self.max_in_flight:
             return False
@@ -223,7 +227,7 @@ class DeliveryLoop:
         has stopped meanwhile: the slot is given back and the row waits for its lease to
         end, unless the caller hands it back (`lease_deliveries(..., None)`)."""
         self._reserved -= 1
-        if self._runner is None or self._runner.done():
+        if not self._running:
             self._release_slot(job.endpoint_id)
             return False
         self._start_delivery(job, reserved=True)

@@ -132,10 +132,10 @@ def redact_value(value: Any, depth: int = 0) -> Any:
 
 
 @functools.lru_cache(maxsize=1024)
-def _field(key: str) -> tuple[str, bool]:
+def _field(key: Any) -> tuple[Any, bool]:
     """A log field's name as written, and whether its value is a secret. The names come from
     the code, a few dozen of them: each is judged once."""
-    return redact_text(key), secret_field(key)
+    return redact_key(key), secret_field(key)
 
 
 def redact_processor(
@@ -145,10 +145,7 @@ def redact_processor(
         if key in _META:
             continue
         value = event_dict.pop(key)
-        if isinstance(key, str):
-            safe_key, secret = _field(key)
-        else:
-            safe_key, secret = redact_key(key), secret_field(key)
+        safe_key, secret = _field(key)
         event_dict[safe_key] = REDACTED if secret else redact_value(value)
     return event_dict
 
