@@ -1,7 +1,7 @@
 """What one endpoint can receive, and what the delivery loop spends on it: as many requests in
 flight as `PAYGATE_WEBHOOK_CONCURRENCY` allows, each slot free once the endpoint answered; the
 outcomes of sends that end together in one transaction, written before a stop returns; a look
-for due rows only when there can be some; a batch of events' rows in one insert per table."""
+for due rows only when there can be some; a batch of events' rows in one cached insert per table."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import default
 
 from paygate.config import Settings
+from paygate.ids import now_s
 from paygate.notifications import repository
-from paygate.notifications.tables import webhook_attempts, webhook_deliveries
+from paygate.notifications.messages import message_row
+from paygate.notifications.tables import (
+    notification_messages,
+    webhook_attempts,
+    webhook_deliveries,
+)
 from paygate.notifications.worker import NotificationService
 from paygate.platform.bus import Event, LocalBus
 from paygate.platform.outbox import PUBLIC_TYPES
@@ -205,25 +212,24 @@ async def test_an_endpoint_slot_is_free_once_the_endpoint_has_answered(
     await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 6)
 
 
-async def test_a_batch_of_deliveries_larger_than_one_statement_takes_is_written_whole(
+async def test_a_batch_of_deliveries_is_one_statement_compiled_once(
     client: httpx.AsyncClient,
     auth: dict[str, str],
     runtime: Runtime,
     receiver: Receiver,
     notifier: NotificationService,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A statement of two rows at most (SQLite takes 32,766 values a statement): the batch's
-    # rows go in several, and a redelivered batch still adds nothing.
-    monkeypatch.setattr(repository, "MAX_VALUES", 30)
-    inserts: list[str] = []
+    # Each batch's rows go in one statement, whose compiled form is reused: the first batch may
+    # compile it, every later one finds it cached. A redelivered batch adds nothing.
+    inserts: list[Any] = []
 
-    def seen_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def seen_statement(
+        _conn: Any, _cursor: Any, statement: str, _p: Any, context: Any, _m: Any
+    ) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO WEBHOOK_DELIVERIES"):
-            inserts.append(statement)
+            inserts.append(context.cache_hit)
 
     engine = runtime.db.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", seen_statement)
     await endpoint(client, auth, receiver.url("/hooks"), ["payment.created"])
     for _ in range(5):
         await pay(client, auth)
@@ -234,14 +240,57 @@ async def test_a_batch_of_deliveries_larger_than_one_statement_takes_is_written_
 
     bus.subscribe("notifications", sorted(PUBLIC_TYPES), batch, batch=batch)
     await Relay(runtime.db, bus).drain(10)
+    sa.event.listen(engine, "before_cursor_execute", seen_statement)
     try:
-        await notifier.on_events(seen)
+        await notifier.on_events(seen[:2])
+        await notifier.on_events(seen[2:])
         await notifier.on_events(seen)  # delivered again, as a broker may
     finally:
         sa.event.remove(engine, "before_cursor_execute", seen_statement)
-    assert len(inserts) == 6  # 5 rows of 11 values, 2 rows a statement, twice
+    assert len(inserts) == 3
+    assert inserts[1:] == [default.CACHE_HIT] * 2
     await settles(lambda: delivered(runtime), [("succeeded", 1, 1)] * 5)
     assert len(receiver.at("/hooks")) == 5
+
+
+async def test_rows_past_one_statement_s_limit_are_all_inserted_once(
+    runtime: Runtime,
+) -> None:
+    # 2,500 rows of 17 values: more than SQLite takes in one statement (32,766 values), so
+    # they go in several, and the ids returned are those of every row inserted, and only those.
+    def row(i: int) -> dict[str, Any]:
+        return message_row(
+            merchant_id="mer_1",
+            channel="email",
+            kind="receipt",
+            dedupe_key=f"key-{i}",
+            recipient="someone@example.com",
+            body_text="Thank you",
+            give_up_at=now_s() + 3600,
+            due=now_s(),
+        )
+
+    async with runtime.db.transaction() as conn:
+        first = await repository.insert_ignoring_duplicates(
+            conn,
+            notification_messages,
+            [row(i) for i in range(2_500)],
+            ("dedupe_key",),
+            returning=notification_messages.c.id,
+        )
+    async with runtime.db.transaction() as conn:
+        again = await repository.insert_ignoring_duplicates(
+            conn,
+            notification_messages,
+            [row(i) for i in range(2_498, 2_503)],
+            ("dedupe_key",),
+            returning=notification_messages.c.dedupe_key,
+        )
+    assert len(set(first)) == 2_500
+    assert sorted(again) == ["key-2500", "key-2501", "key-2502"]
+    async with runtime.db.read() as conn:
+        count = await conn.scalar(sa.select(sa.func.count()).select_from(notification_messages))
+    assert count == 2_503
 
 
 async def test_a_stop_writes_the_outcomes_it_has_before_it_returns(

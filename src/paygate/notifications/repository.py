@@ -3,6 +3,7 @@ their attempts."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,10 +22,6 @@ A = webhook_attempts.c
 OB = outbox.c
 
 
-# Values per INSERT statement, under SQLite's limit of 32,766 (PostgreSQL's is 65,535).
-MAX_VALUES = 30_000
-
-
 async def insert_ignoring_duplicates(
     conn: AsyncConnection,
     table: sa.Table,
@@ -33,22 +30,31 @@ async def insert_ignoring_duplicates(
     *,
     returning: sa.ColumnElement[Any] | None = None,
 ) -> list[Any]:
-    """Insert `rows`, skipping those that collide on `unique` (consumers are idempotent): one
-    statement, or several when the rows hold more than `MAX_VALUES` values. With `returning`,
-    its value for each row inserted (none for a row skipped)."""
+    """Insert `rows` (each with the same keys), skipping those that collide on `unique`
+    (consumers are idempotent). With `returning`, its value for each row inserted (none for a
+    row skipped).
+
+    One statement for any number of rows: sent as many parameter sets, which SQLAlchemy writes
+    as multi-row inserts, each within the database's limit on values. Its compiled form is
+    cached; a statement carrying the rows as values was compiled anew on every call
+    (docs/performance.md)."""
     if not rows:
         return []
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    per_statement = max(1, MAX_VALUES // len(rows[0]))
-    inserted: list[Any] = []
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        stmt = dialect.insert(table).values(chunk).on_conflict_do_nothing(index_elements=unique)
-        if returning is None:
-            await conn.execute(stmt)
-        else:
-            inserted += (await conn.execute(stmt.returning(returning))).scalars().all()
-    return inserted
+    stmt = _ignoring_duplicates(conn.dialect.name, table, tuple(unique), returning)
+    result = await conn.execute(stmt, rows)
+    return [] if returning is None else list(result.scalars())
+
+
+@functools.cache
+def _ignoring_duplicates(
+    dialect: str,
+    table: sa.Table,
+    unique: tuple[str, ...],
+    returning: sa.ColumnElement[Any] | None,
+) -> sa.Insert:
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert
+    stmt: sa.Insert = insert(table).on_conflict_do_nothing(index_elements=unique)
+    return stmt if returning is None else stmt.returning(returning)
 
 
 # Endpoints
@@ -218,7 +224,7 @@ def delivery_rows(
             "attempts": 0,
             "next_attempt_at": due,
             "give_up_at": give_up_at,
-            "locked_until": sa.null(),
+            "locked_until": None,
             "created": now,
             "updated": now,
         }
