@@ -5,11 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from paygate.fraud.evaluation import BENCHMARK_FEATURES, benchmark_split, split_masks
 from paygate.fraud.metrics import card_precision_at_k
 from paygate.fraud.model import (
     FraudModel,
+    TreeEnsemble,
     apply_bins,
     fit,
     fit_bins,
@@ -63,6 +66,55 @@ def test_artifact_round_trip(trained: tuple[FraudModel, np.ndarray], tmp_path: P
     assert loaded.features() == BENCHMARK_FEATURES
     np.testing.assert_array_equal(loaded.predict_proba(X), model.trees.predict_proba(X))
     assert load(path).score(X[0]) == model.score(X[0])
+
+
+SHIPPED = load_default()
+# A feature's value: missing, infinite, or anywhere from the tiny to the huge, either sign.
+FEATURE = st.one_of(
+    st.just(float("nan")),
+    st.floats(allow_nan=False),
+    st.floats(min_value=-1e4, max_value=1e6, allow_nan=False),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FEATURE, min_size=SHIPPED.trees.n_features, max_size=SHIPPED.trees.n_features))
+def test_one_row_s_walk_that_sets_finished_trees_aside_agrees_with_the_whole_walk(
+    row: list[float],
+) -> None:
+    x = np.asarray(row)
+    trees = SHIPPED.trees
+    assert trees.proba_one(x) == pytest.approx(trees.predict_proba(x[None, :])[0], abs=1e-12)
+
+
+def test_a_tree_s_deepest_leaf_is_reached_after_the_others_are_set_aside() -> None:
+    # One model of two trees: a chain of six splits on the one feature (node 2i splits at i,
+    # going left to the leaf 2i + 1 and right to 2i + 2; the deepest leaf is 12), and a tree
+    # that is a leaf alone. The walk sets finished trees aside after its third and fifth steps,
+    # and the chain's deepest leaf is reached at the sixth.
+    inner = np.arange(0, 12, 2)
+    feature = np.full(14, -1, dtype=np.int32)
+    feature[inner] = 0
+    threshold = np.full(14, np.nan)
+    threshold[inner] = inner / 2
+    left, right = np.zeros(14, dtype=np.int32), np.zeros(14, dtype=np.int32)
+    left[inner], right[inner] = inner + 1, inner + 2
+    trees = TreeEnsemble(
+        n_features=1,
+        feature=feature,
+        threshold=threshold,
+        missing_left=np.ones(14, dtype=bool),
+        left=left,
+        right=right,
+        value=np.where(feature < 0, np.arange(14) / 10, 0.0),
+        roots=np.array([0, 13], dtype=np.int32),
+        model_starts=np.array([0]),
+        baselines=np.array([-1.0]),
+    )
+    rows = np.array([[v] for v in [-1.0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, np.nan]])
+    walked = [trees.proba_one(row) for row in rows]
+    assert walked == list(trees.predict_proba(rows))
+    assert len(set(walked)) == len(rows) - 1  # NaN goes left at the root, as -1 does
 
 
 def test_shipped_model_loads_and_scores() -> None:

@@ -98,7 +98,7 @@ class TreeEnsemble:
         # The walk, fast: a missing value reads as -inf where it goes left and +inf where it goes
         # right (from a row doubled as [NaN -> -inf | NaN -> +inf]); a node then goes right when
         # value > threshold; a leaf is its own child, so every tree walks the same depth.
-        leaf = self.feature < 0
+        leaf = self._leaf = self.feature < 0
         self._column = np.where(
             leaf, 0, self.feature + self.n_features * (~self.missing_left.astype(bool))
         ).astype(np.intp)
@@ -196,13 +196,34 @@ class TreeEnsemble:
         return np.asarray(np.mean(1.0 / (1.0 + np.exp(-raw)), axis=1))
 
     def proba_one(self, x: np.ndarray) -> float:
-        """`predict_proba` of one row, with the least work: the fraud worker's path."""
+        """`predict_proba` of one row, with the least work: the fraud worker's path.
+
+        Most trees reach a leaf in a few steps (of 1,500 shipped trees, about 400 still walk
+        after five steps and none after ten), and a step's cost is in proportion to the trees
+        it moves: every second step from the third, the trees at a leaf are set aside, and the
+        walk stops when none is left. 90 µs a row where moving every tree every step took 160
+        (docs/performance.md)."""
         missing = np.isnan(x)
         doubled = np.concatenate([np.where(missing, -np.inf, x), np.where(missing, np.inf, x)])
-        node = self.roots.astype(np.intp)
-        column, threshold, child = self._column, self._threshold, self._child
-        for _ in range(self._depth):
-            node = child[2 * node + (doubled[column[node]] > threshold[node])]
+        column, threshold, child, leaf = self._column, self._threshold, self._child, self._leaf
+        node = at = self.roots.astype(np.intp)
+        walking: np.ndarray | None = None  # where in `node` the trees in `at` are; None: all
+        for step in range(self._depth):
+            at = child[2 * at + (doubled[column[at]] > threshold[at])]
+            if step >= 2 and step % 2 == 0:
+                inner = ~leaf[at]
+                if walking is None:
+                    node, walking = at, np.flatnonzero(inner)
+                else:
+                    node[walking] = at
+                    walking = walking[inner]
+                at = at[inner]
+                if not len(at):
+                    break
+        if walking is None:
+            node = at
+        else:
+            node[walking] = at
         raw = np.add.reduceat(self.value[node], self.model_starts) + self.baselines
         return float(np.mean(1.0 / (1.0 + np.exp(-raw))))
 
