@@ -26,6 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from paygate.platform.db import group_commit, sqlite_inline
 from paygate.platform.db.group_commit import GroupCommit
 
+# SQLite: read connections kept open between reads, at most (the pool holds 5, and 10 more).
+IDLE_READERS = 4
+
 
 class Database:
     """The engine, the unit of work and the backend's name for `/readyz`."""
@@ -44,7 +47,10 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=0)
         engine_url = sqlite_inline.inline_url(url) if self.is_sqlite else url
         self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
+        if self.is_sqlite:  # statements straight from the event loop (`InlineConnection`)
+            self.engine = sqlite_inline.InlineEngine(self.engine.sync_engine)
         self._writers: GroupCommit | None = None
+        self._idle: list[AsyncConnection] = []  # SQLite's read connections kept between reads
         # PostgreSQL's reads run each statement on its own: READ COMMITTED gives each statement
         # a snapshot of its own even inside a transaction, and a transaction would only add a
         # BEGIN and a ROLLBACK, two round trips, to every read. The pool's connections go back
@@ -105,16 +111,28 @@ class Database:
             async with (self.engine if stream else self._reader).connect() as conn:
                 yield conn
             return
-        # SQLAlchemy's `async with` closes a connection in a task of its own, so that a
-        # cancellation cannot abandon a close that waits on the network; the block's exit then
-        # waits a whole turn of the event loop, holding the connection (under load, 80 ms and
-        # more: enough to exhaust the pool, which then opens and closes connections). The
-        # inline driver's close (a rollback, the pool's return) never waits: call it directly.
-        conn = await self.engine.connect().start()
+        # A read connection is kept for the next read: ending its transaction (a rollback)
+        # never waits on this driver, where giving it back to the pool and taking it out again
+        # cost about 100 µs through SQLAlchemy's async layer, 7 times a payment
+        # (docs/performance.md). A block that raised closes its connection instead. Closed
+        # directly, not by `async with`, which closes in a task of its own: the block's exit
+        # would hold the connection a turn of the loop.
+        conn = self._idle.pop() if self._idle else await self.engine.connect().start()
         try:
             yield conn
-        finally:
+        except BaseException:
             await conn.close()
+            raise
+        sync = conn.sync_connection
+        if sync is None or conn.invalidated or len(self._idle) >= IDLE_READERS:
+            await conn.close()
+            return
+        try:
+            sync.rollback()
+        except BaseException:
+            await conn.close()
+            raise
+        self._idle.append(conn)
 
     async def ping(self) -> bool:
         try:
@@ -125,6 +143,8 @@ class Database:
             return False
 
     async def dispose(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
         await self.engine.dispose()
 
 
@@ -193,7 +213,7 @@ def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
     # as much as the read that follows it.
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        sql = conn.get_execution_options().get("paygate_begin", "BEGIN")
+        sql = conn.get_execution_options().get(sqlite_inline.BEGIN_OPTION, "BEGIN")
         sqlite_inline.begin(conn.connection.dbapi_connection, sql)
 
 

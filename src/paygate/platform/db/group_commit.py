@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paygate.platform import metrics
+from paygate.platform.db import sqlite_inline
 
 # How long a batch may stay open while writers keep joining it. Without a bound, a queue that
 # never empties (a saturated process) would hold every batch open until it is full, and its first
@@ -168,7 +169,7 @@ class GroupCommit:
     async def _open(self) -> _Batch:
         conn = await self.engine.connect()
         try:
-            conn = await conn.execution_options(paygate_begin="BEGIN IMMEDIATE")
+            conn = await conn.execution_options(**{sqlite_inline.BEGIN_OPTION: "BEGIN IMMEDIATE"})
             await conn.begin()
             driver = (await conn.get_raw_connection()).dbapi_connection
         except BaseException:
