@@ -195,3 +195,35 @@ async def test_a_broken_key_in_the_one_statement_fails_it_whole(db: Database) ->
             await deferred.insert(conn, parents, {"id": "orphaned"})
             await deferred.insert(conn, children, {"id": "lost", "parent_id": "nobody"})
     assert await count(db, parents) == 0 and await count(db, children) == 0
+
+
+async def test_on_sqlite_the_rows_go_to_the_driver_past_sqlalchemy_s_execution(
+    db: Database,
+) -> None:
+    # The statement is SQLAlchemy's own, its listeners hear it with the rows' values in order,
+    # but no execution context of SQLAlchemy's is made for it.
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL sends one statement for every table (above)")
+    seen: list[tuple[str, object, object]] = []
+
+    def record(
+        _conn: object, _cursor: object, statement: str, params: object, context: object, *_: object
+    ) -> None:
+        seen.append((statement, params, context))
+
+    sa.event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with db.transaction() as conn, deferred.deferred(conn):
+            await deferred.insert(conn, parents, [{"id": "p1"}, {"id": "p2"}])
+            await deferred.insert(conn, children, {"id": "c", "parent_id": "p1", "note": None})
+    finally:
+        sa.event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert seen == [
+        ("INSERT INTO deferred_parents (id) VALUES (?)", [("p1",), ("p2",)], None),
+        (
+            "INSERT INTO deferred_children (id, parent_id, note) VALUES (?, ?, ?)",
+            [("c", "p1", None)],
+            None,
+        ),
+    ]
+    assert await count(db, parents) == 2 and await count(db, children) == 1

@@ -33,6 +33,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeDecorator
 
+from paygate.platform.db import sqlite_inline
+
 # Rows waiting, by connection, then by table and column set (each multi-row insert names one set
 # of columns), in the order first written.
 _Waiting = dict[tuple[sa.Table, frozenset[str]], list[Mapping[str, Any]]]
@@ -70,8 +72,12 @@ async def _send(conn: AsyncConnection, waiting: _Waiting) -> None:
     if not waiting:
         return
     if conn.dialect.name != "postgresql":  # SQLite: a call into the library each, no round trip
+        straight = isinstance(conn, sqlite_inline.InlineConnection) and not conn.sync_engine.echo
         for (table, _), rows in waiting.items():
-            await conn.execute(_plain(table), rows)
+            if straight:  # to the driver, past SQLAlchemy's execution (`insert_rows`)
+                sqlite_inline.insert_rows(conn, table, rows)
+            else:
+                await conn.execute(_plain(table), rows)
         return
     shape = tuple((table, tuple(sorted(columns))) for table, columns in waiting)
     built = _together.get(shape)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import pool
@@ -155,6 +156,62 @@ class InlineConnection(AsyncConnection):
         ):
             return await super().execute(statement, parameters, execution_options=execution_options)
         return sync.execute(statement, parameters)
+
+
+class _Insert(NamedTuple):
+    sql: str
+    columns: tuple[str, ...]  # in the order of the statement's parameters
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (where, what) of typed values
+
+
+_inserts: dict[tuple[sa.Table, frozenset[str]], _Insert] = {}
+
+
+def insert_rows(conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert `rows` (each with the same keys, in a transaction begun on `conn`) with one
+    `executemany` of the driver: the statement SQLAlchemy compiles for them, each value through
+    its column type's bind processor, `before_cursor_execute` sent, a driver error raised as
+    SQLAlchemy's. What SQLAlchemy's own execution adds to it (an execution context, the
+    compiled cache's look-up, parameters built and processed through dictionaries) cost about
+    30 µs a statement, and a payment's batches send about 18 of them (deferred.py,
+    docs/performance.md). Only for plain rows: no column default is filled in, nothing is
+    returned."""
+    sync = conn.sync_connection
+    assert sync is not None and sync.in_transaction()
+    key = (table, frozenset(rows[0]))
+    plan = _inserts.get(key)
+    if plan is None:
+        plan = _inserts[key] = _compile_insert(table, key[1], sync.dialect)
+    params = []
+    for row in rows:
+        values = [row[c] for c in plan.columns]
+        for i, process in plan.processors:
+            values[i] = process(values[i])
+        params.append(tuple(values))
+    driver = sync.connection.dbapi_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        sync.dispatch.before_cursor_execute(sync, cursor, plan.sql, params, None, True)
+        cursor.executemany(plan.sql, params)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(
+            plan.sql, params, exc, sqlite3.Error, dialect=sync.dialect
+        ) from exc
+    finally:
+        cursor.close()
+
+
+def _compile_insert(table: sa.Table, columns: frozenset[str], dialect: Any) -> _Insert:
+    names = [c.name for c in table.c if c.name in columns]
+    if len(names) != len(columns):
+        raise KeyError(f"not columns of {table.name}: {sorted(columns - set(names))}")
+    stmt = table.insert().values({n: sa.bindparam(n, type_=table.c[n].type) for n in names})
+    compiled = stmt.compile(dialect=dialect)
+    order = tuple(compiled.positiontup or ())
+    assert sorted(order) == sorted(names), (order, names)
+    processors = [(i, table.c[n].type.bind_processor(dialect)) for i, n in enumerate(order)]
+    return _Insert(compiled.string, order, tuple((i, p) for i, p in processors if p is not None))
 
 
 class InlineEngine(AsyncEngine):
