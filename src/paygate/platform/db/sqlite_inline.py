@@ -170,12 +170,12 @@ _inserts: dict[tuple[sa.Table, frozenset[str]], _Insert] = {}
 def insert_rows(conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert `rows` (each with the same keys, in a transaction begun on `conn`) with one
     `executemany` of the driver: the statement SQLAlchemy compiles for them, each value through
-    its column type's bind processor, `before_cursor_execute` sent, a driver error raised as
-    SQLAlchemy's. What SQLAlchemy's own execution adds to it (an execution context, the
-    compiled cache's look-up, parameters built and processed through dictionaries) cost about
-    30 µs a statement, and a payment's batches send about 18 of them (deferred.py,
-    docs/performance.md). Only for plain rows: no column default is filled in, nothing is
-    returned."""
+    its column type's bind processor, `before_cursor_execute` and `after_cursor_execute` sent,
+    a driver error raised as SQLAlchemy's. What SQLAlchemy's execution adds around it (an
+    execution context, the compiled cache's look-up, parameters built and processed through
+    dictionaries) cost about 60 µs an insert, and a payment's deferred blocks send about 16
+    (deferred.py, docs/performance.md). Only for plain rows: no column default is filled in,
+    nothing is returned."""
     sync = conn.sync_connection
     assert sync is not None and sync.in_transaction()
     key = (table, frozenset(rows[0]))
@@ -194,6 +194,7 @@ def insert_rows(conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[s
     try:
         sync.dispatch.before_cursor_execute(sync, cursor, plan.sql, params, None, True)
         cursor.executemany(plan.sql, params)
+        sync.dispatch.after_cursor_execute(sync, cursor, plan.sql, params, None, True)
     except sqlite3.Error as exc:
         raise sa.exc.DBAPIError.instance(
             plan.sql, params, exc, sqlite3.Error, dialect=sync.dialect
