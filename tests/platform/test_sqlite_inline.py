@@ -170,6 +170,31 @@ async def test_a_kept_read_connection_sees_what_was_committed_since_its_last_blo
         await db.dispose()
 
 
+async def test_a_connection_kept_after_a_stream_serves_the_next_read(tmp_path: Path) -> None:
+    # A stream read to its end and one left half-read, each in a function that returns its
+    # rows (as the routes do): the kept connection's next block reads afresh, and sees a row
+    # written since. (A result kept past its block would hold its snapshot while it lives: no
+    # result may outlive its block, whatever becomes of the connection.)
+    db = await _database(tmp_path / "db.sqlite")
+
+    async def first_rows(limit: int) -> list[int]:
+        async with db.read(stream=True) as conn:
+            result = await conn.stream(sa.text("SELECT n FROM t ORDER BY n"))
+            return [row.n for row in await result.fetchmany(limit)]
+
+    try:
+        await _insert(db, 1)
+        await _insert(db, 2)
+        assert await first_rows(10) == [1, 2]
+        assert await first_rows(1) == [1]
+        await _insert(db, 3)
+        async with db.read() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == 3
+        assert db.engine.sync_engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    finally:
+        await db.dispose()
+
+
 async def test_at_most_a_few_read_connections_are_kept(tmp_path: Path) -> None:
     """Ten reads at once hold ten connections; as they end, `IDLE_READERS` are kept and the rest
     go back to the pool."""

@@ -116,7 +116,9 @@ class Database:
         # cost about 100 µs through SQLAlchemy's async layer, 7 times a payment
         # (docs/performance.md). A block that raised closes its connection instead. Closed
         # directly, not by `async with`, which closes in a task of its own: the block's exit
-        # would hold the connection a turn of the loop.
+        # would hold the connection a turn of the loop. No result may outlive its block: a
+        # half-read one keeps its statement, and with it the snapshot, while it lives (as it
+        # did on a connection back in the pool).
         conn = self._idle.pop() if self._idle else await self.engine.connect().start()
         try:
             yield conn
