@@ -73,9 +73,9 @@ async def _send(conn: AsyncConnection, waiting: _Waiting) -> None:
         return
     if conn.dialect.name != "postgresql":  # SQLite: a call into the library each, no round trip
         straight = isinstance(conn, sqlite_inline.InlineConnection) and not conn.sync_engine.echo
-        for (table, _), rows in waiting.items():
+        for (table, keys), rows in waiting.items():
             if straight:  # to the driver, past SQLAlchemy's execution (`insert_rows`)
-                sqlite_inline.insert_rows(conn, table, rows)
+                sqlite_inline.insert_rows(conn, table, keys, rows)
             else:
                 await conn.execute(_plain(table), rows)
         return

@@ -167,8 +167,13 @@ class _Insert(NamedTuple):
 _inserts: dict[tuple[sa.Table, frozenset[str]], _Insert] = {}
 
 
-def insert_rows(conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert `rows` (each with the same keys, in a transaction begun on `conn`) with one
+def insert_rows(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: frozenset[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """Insert `rows` (each with the keys `columns`, in a transaction begun on `conn`) with one
     `executemany` of the driver: the statement SQLAlchemy compiles for them, each value through
     its column type's bind processor, `before_cursor_execute` and `after_cursor_execute` sent,
     a driver error raised as SQLAlchemy's. What SQLAlchemy's execution adds around it (an
@@ -178,10 +183,9 @@ def insert_rows(conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[s
     nothing is returned."""
     sync = conn.sync_connection
     assert sync is not None and sync.in_transaction()
-    key = (table, frozenset(rows[0]))
-    plan = _inserts.get(key)
+    plan = _inserts.get((table, columns))
     if plan is None:
-        plan = _inserts[key] = _compile_insert(table, key[1], sync.dialect)
+        plan = _inserts[table, columns] = _compile_insert(table, columns, sync.dialect)
     params = []
     for row in rows:
         values = [row[c] for c in plan.columns]
