@@ -52,6 +52,71 @@ async def test_missing_keys_read_zero_and_increments_add_up(store: CounterStore)
     assert await store.get_many(["a", "b", "c"]) == [5, 10_000_000_005, 0]
 
 
+async def test_thousands_of_keys_read_and_add_in_their_order(store: CounterStore) -> None:
+    """More keys than one MGET of the script takes (it reads in slices of 1,000), a key twice
+    in one increment, and names with the characters ids and fingerprints use."""
+    names = [f"fraud:card:fp_{i:x}-A_z.{i}:n:h{i}" for i in range(2_500)]
+    await store.incr_many([(name, i + 1) for i, name in enumerate(names)], ttl_s=60)
+    await store.incr_many([(names[7], 10), (names[7], 100)], ttl_s=60)
+    wanted = [*reversed(names), "missing", names[7]]
+    expected = [i + 1 for i in reversed(range(2_500))]
+    expected[-8] += 110
+    assert await store.get_many(wanted) == [*expected, 0, 118]
+
+
+async def test_read_and_count_reads_first_then_counts_each_new_mark_once(
+    store: CounterStore,
+) -> None:
+    await store.incr_many([("a", 5)], ttl_s=60)
+    assert await store.add_once("seen:old", ttl_s=60)
+    values, firsts = await store.read_and_count(
+        ["a", "b", "missing"],
+        [
+            ("seen:1", [("a", 1), ("b", 10)]),
+            ("seen:old", [("a", 100)]),  # counted before: its increments are not added
+            ("seen:1", [("a", 1_000)]),  # twice in one call: the second is not new
+            ("seen:2", []),
+            ("seen:3", [("b", 10_000_000_000)]),  # beyond 32 bits
+        ],
+        ttl_s=60,
+        mark_ttl_s=60,
+    )
+    assert values == [5, 0, 0]  # as they were before the call
+    assert firsts == [True, False, False, True, True]
+    assert await store.get_many(["a", "b"]) == [6, 10_000_000_010]
+    assert await store.read_and_count([], [], ttl_s=60, mark_ttl_s=60) == ([], [])
+
+
+async def test_read_and_count_marks_expire_on_their_own_time(store: CounterStore) -> None:
+    _, firsts = await store.read_and_count([], [("seen:1", [("a", 1)])], ttl_s=60, mark_ttl_s=1)
+    await asyncio.sleep(1.3)
+    values, again = await store.read_and_count(
+        ["a"], [("seen:1", [("a", 1)])], ttl_s=60, mark_ttl_s=1
+    )
+    assert (firsts, values, again) == ([True], [1], [True])
+    assert await store.get_many(["a"]) == [2]
+
+
+@pytest.mark.redis
+async def test_a_key_that_would_split_is_refused(redis_url: str) -> None:
+    """The scripts take the key names joined by newlines: a name holding one, or an empty one,
+    is refused before anything is counted."""
+    store = RedisCounterStore(redis_url, prefix=f"t{uuid.uuid4().hex}:")
+    try:
+        for bad in (["a\nb"], ["a", ""]):
+            with pytest.raises(ValueError, match="newline"):
+                await store.incr_many([(name, 1) for name in bad], ttl_s=60)
+            with pytest.raises(ValueError, match="newline"):
+                await store.get_many(bad)
+            with pytest.raises(ValueError, match="newline"):
+                await store.read_and_count([], [(bad[-1], [("a", 1)])], ttl_s=60, mark_ttl_s=60)
+            with pytest.raises(ValueError, match="newline"):
+                await store.read_and_count([], [("m", [(bad[-1], 1)])], ttl_s=60, mark_ttl_s=60)
+        assert await store.get_many(["a", "b", "a\tb"]) == [0, 0, 0]
+    finally:
+        await store.close()
+
+
 async def test_keys_expire_after_their_last_increment(store: CounterStore) -> None:
     await store.incr_many([("gone", 1)], ttl_s=1)
     assert await store.add_once("mark", ttl_s=1)

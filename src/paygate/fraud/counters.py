@@ -27,6 +27,10 @@ import redis.asyncio as aioredis
 LEVELS: tuple[tuple[int, str], ...] = ((24, "d"), (6, "q"), (1, "h"))
 
 
+# An event's once-only mark and the increments it adds when it is counted.
+Counted = tuple[str, Sequence[tuple[str, int]]]
+
+
 class CounterStore(Protocol):
     """What the fraud features need from a cache. Missing or expired keys read as 0."""
 
@@ -43,8 +47,13 @@ class CounterStore(Protocol):
         """Mark `key`; True only for the first caller while the mark lives."""
         ...
 
-    async def add_once_many(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
-        """`add_once` of each key, in order, in one call (a key twice: the second is False)."""
+    async def read_and_count(
+        self, reads: Sequence[str], counted: Sequence[Counted], ttl_s: int, mark_ttl_s: int
+    ) -> tuple[list[int], list[bool]]:
+        """What a batch of events does in one call: the values of `reads` as they were before
+        it, then, for each event in order, its mark set once (`add_once`, living `mark_ttl_s`)
+        and, where this call set it, its increments added (`incr_many`, `ttl_s`). Returns the
+        values and whether each mark was set here."""
         ...
 
 
@@ -88,8 +97,17 @@ class MemoryCounterStore:
         self._tick(now, 1)
         return True
 
-    async def add_once_many(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
-        return [await self.add_once(key, ttl_s) for key in keys]
+    async def read_and_count(
+        self, reads: Sequence[str], counted: Sequence[Counted], ttl_s: int, mark_ttl_s: int
+    ) -> tuple[list[int], list[bool]]:
+        values = await self.get_many(reads)
+        firsts: list[bool] = []
+        for mark, increments in counted:
+            first = await self.add_once(mark, mark_ttl_s)
+            if first:
+                await self.incr_many(increments, ttl_s)
+            firsts.append(first)
+        return values, firsts
 
     def _tick(self, now: float, writes: int) -> None:
         # Expired keys nobody writes again are dropped in passes, to bound memory.
@@ -105,32 +123,95 @@ class MemoryCounterStore:
         return None
 
 
-# MGET answered as one string: a feature read touches ~200 keys, and parsing one reply is far
-# cheaper than parsing 200 (about 0.6 ms against 1.4 ms with the pure-Python parser).
-_MGET_JOINED = """
-local values = redis.call('MGET', unpack(KEYS))
-for i = 1, #KEYS do
-  if not values[i] then values[i] = '0' end
-end
-return table.concat(values, ',')
+# The key names of a call go as one argument, joined by newlines, and the script adds the prefix:
+# a feature read touches ~340 keys, and redis-py packs each argument of a command in Python
+# (340 key arguments cost about 420 µs of the worker's CPU, one joined argument about 140 µs,
+# docs/performance.md). The scripts reach keys not declared as KEYS, which a single Redis
+# allows; the keys of one read span hash slots anyway, so a Redis Cluster never could take them.
+_SPLIT = """
+local keys = {}
+for name in string.gmatch(ARGV[2], '[^\\n]+') do keys[#keys + 1] = ARGV[1] .. name end
 """
 
-# Every key of one call incremented, and its expiry renewed, in one atomic step.
-_INCR_MANY = """
-for i, key in ipairs(KEYS) do
-  redis.call('INCRBY', key, ARGV[i + 1])
-  redis.call('EXPIRE', key, ARGV[1])
+# MGET (in slices, within Lua's limit on unpacked values) answered as one string, missing keys
+# as 0: parsing one reply is far cheaper than parsing hundreds.
+_READ = """
+local out = {}
+for first = 1, #keys, 1000 do
+  local values = redis.call('MGET', unpack(keys, first, math.min(first + 999, #keys)))
+  for i = 1, #values do out[#out + 1] = values[i] or '0' end
 end
-return #KEYS
 """
+_MGET_JOINED = _SPLIT + _READ + "return table.concat(out, ',')"
+
+# `read_and_count` in one atomic step: the read, then per event (ARGV[3], its marks) SET NX EX
+# (ARGV[5]) and, where it was set, its share of the increments (ARGV[6] keys, ARGV[7] amounts,
+# ARGV[8] how many each event has) with their expiry (ARGV[4]). Answers the values, then `;`,
+# then a 1 or a 0 per event.
+_READ_AND_COUNT = (
+    _SPLIT
+    + _READ
+    + """
+local function split(text)
+  local items = {}
+  for item in string.gmatch(text, '[^\\n]+') do items[#items + 1] = item end
+  return items
+end
+local marks, names, amounts, sizes = split(ARGV[3]), split(ARGV[6]), split(ARGV[7]), split(ARGV[8])
+local firsts = {}
+local at = 0
+for i = 1, #marks do
+  local size = tonumber(sizes[i])
+  if redis.call('SET', ARGV[1] .. marks[i], 1, 'NX', 'EX', ARGV[5]) then
+    firsts[i] = '1'
+    for j = at + 1, at + size do
+      local key = ARGV[1] .. names[j]
+      redis.call('INCRBY', key, amounts[j])
+      redis.call('EXPIRE', key, ARGV[4])
+    end
+  else
+    firsts[i] = '0'
+  end
+  at = at + size
+end
+return table.concat(out, ',') .. ';' .. table.concat(firsts)
+"""
+)
+
+# Every key of one call incremented by its amount (ARGV[3], joined the same way), and its expiry
+# renewed (ARGV[4]), in one atomic step.
+_INCR_MANY = (
+    _SPLIT
+    + """
+local i = 0
+for amount in string.gmatch(ARGV[3], '[^\\n]+') do
+  i = i + 1
+  redis.call('INCRBY', keys[i], amount)
+  redis.call('EXPIRE', keys[i], ARGV[4])
+end
+return i
+"""
+)
+
+
+def _joined(names: Sequence[str]) -> str:
+    """The key names as one argument of the scripts. A name holding a newline would split in
+    two; no key built here can (ids, fingerprints and bucket suffixes), so one that does is a
+    bug, refused rather than counted under the wrong keys."""
+    if not names:
+        return ""
+    joined = "\n".join(names)
+    if joined.count("\n") != len(names) - 1 or "" in names:
+        raise ValueError("a counter key is empty or holds a newline")
+    return joined
 
 
 class RedisCounterStore:
     """The scale-out `CounterStore` on Redis (redis-py asyncio), shared by every fraud worker:
     MGET (in a script answering one joined string) for reads, a Lua script (INCRBY + EXPIRE per
-    key, atomic) for increments, and `SET NX EX` for the once-only mark (a batch's marks
-    pipelined), so that of any number of concurrent deliveries of one payment exactly one wins
-    the mark and counts it."""
+    key, atomic) for increments, `SET NX EX` for the once-only mark, and one script doing all
+    three for a batch (`read_and_count`), so that of any number of concurrent deliveries of one
+    payment exactly one wins the mark and counts it."""
 
     backend = "redis"
 
@@ -139,30 +220,42 @@ class RedisCounterStore:
         self._prefix = prefix
         self._incr = self._redis.register_script(_INCR_MANY)
         self._mget = self._redis.register_script(_MGET_JOINED)
+        self._read_and_count = self._redis.register_script(_READ_AND_COUNT)
 
     async def get_many(self, keys: Sequence[str]) -> list[int]:
         if not keys:
             return []
-        joined = await self._mget(keys=[self._prefix + k for k in keys])
+        joined = await self._mget(args=[self._prefix, _joined(keys)])
         return [int(v) for v in _bytes(joined).split(b",")]
 
     async def incr_many(self, updates: Sequence[tuple[str, int]], ttl_s: int) -> None:
         if updates:
-            await self._incr(
-                keys=[self._prefix + k for k, _ in updates],
-                args=[int(ttl_s), *(int(amount) for _, amount in updates)],
-            )
+            names = _joined([k for k, _ in updates])
+            amounts = "\n".join(str(int(amount)) for _, amount in updates)
+            await self._incr(args=[self._prefix, names, amounts, int(ttl_s)])
 
     async def add_once(self, key: str, ttl_s: int) -> bool:
         return bool(await self._redis.set(self._prefix + key, 1, nx=True, ex=int(ttl_s)))
 
-    async def add_once_many(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
-        if not keys:
-            return []
-        pipe = self._redis.pipeline(transaction=False)  # one round trip; each SET NX stays atomic
-        for key in keys:
-            pipe.set(self._prefix + key, 1, nx=True, ex=int(ttl_s))
-        return [bool(won) for won in await pipe.execute()]
+    async def read_and_count(
+        self, reads: Sequence[str], counted: Sequence[Counted], ttl_s: int, mark_ttl_s: int
+    ) -> tuple[list[int], list[bool]]:
+        increments = [item for _, items in counted for item in items]
+        answer = await self._read_and_count(
+            args=[
+                self._prefix,
+                _joined(reads),
+                _joined([mark for mark, _ in counted]),
+                int(ttl_s),
+                int(mark_ttl_s),
+                _joined([key for key, _ in increments]),
+                "\n".join(str(int(amount)) for _, amount in increments),
+                "\n".join(str(len(items)) for _, items in counted),
+            ]
+        )
+        values, _, firsts = _bytes(answer).partition(b";")
+        read = [int(v) for v in values.split(b",")] if reads else []
+        return read, [flag == ord("1") for flag in firsts]
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -169,27 +169,28 @@ class OnlineFeatures:
         return row
 
     async def observe_many(self, txns: Sequence[Txn]) -> np.ndarray:
-        """`observe` of each payment in order (one row each), in three calls of the store for
-        all of them: one read, one round of marks, one increment. Each row is what `observe`
-        one payment after the other gives: the batch's earlier payments are added to what the
-        later ones read."""
+        """`observe` of each payment in order (one row each), in one call of the store for all
+        of them (`CounterStore.read_and_count`: the read, then each payment's mark and, where
+        the mark is new, its increments). Each row is what `observe` one payment after the
+        other gives: the batch's earlier payments are added to what the later ones read."""
         cfg = self.config
         if not txns:
             return np.empty((0, len(self.feature_names)))
         plans = [self._windows(txn) for txn in txns]
         unique = list(dict.fromkeys(k for plan in plans for keys in plan for k in keys))
-        values = dict(zip(unique, await self.store.get_many(unique), strict=True))
-        firsts = await self.store.add_once_many(
-            [f"{cfg.namespace}:seen:{txn.id}" for txn in txns],
+        counts = [self._counts(txn) for txn in txns]
+        found, firsts = await self.store.read_and_count(
+            unique,
+            [(f"{cfg.namespace}:seen:{txn.id}", c) for txn, c in zip(txns, counts, strict=True)],
+            cfg.ttl_s,
             cfg.redelivery_days * HOURS_PER_DAY * SECONDS_PER_HOUR,
         )
+        values = dict(zip(unique, found, strict=True))
         rows: list[list[int]] = []
-        updates: dict[str, int] = {}
-        for txn, plan, first in zip(txns, plans, firsts, strict=True):
+        for txn, plan, first, added in zip(txns, plans, firsts, counts, strict=True):
             sums = [sum(values[k] for k in keys) for keys in plan]
             if first:
-                for key, amount in self._counts(txn):
-                    updates[key] = updates.get(key, 0) + amount
+                for key, amount in added:
                     if key in values:  # a later payment of the batch reads it
                         values[key] += amount
             else:
@@ -201,8 +202,6 @@ class OnlineFeatures:
                         sums[2 * i] -= 1
                         sums[2 * i + 1] -= txn.amount_units
             rows.append(sums)
-        if updates:
-            await self.store.incr_many(list(updates.items()), cfg.ttl_s)
         cols = [np.array(col) for col in zip(*rows, strict=True)]
         n_w = len(cfg.card_windows_days)
         matrix: np.ndarray = assemble(

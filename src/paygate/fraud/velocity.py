@@ -41,19 +41,23 @@ Observed = tuple[str, str, bool, PaymentFacts]  # payment id, merchant id, livem
 
 
 async def observe_many(store: CounterStore, payments: Sequence[Observed]) -> list[dict[str, int]]:
-    """`observe` of each payment in order, in one read, one round of marks and one increment
-    of the store: the batch's earlier payments are added to what the later ones read."""
+    """`observe` of each payment in order, in one call of the store
+    (`CounterStore.read_and_count`): the batch's earlier payments are added to what the later
+    ones read."""
     plans = [_plan(*payment) for payment in payments]
     unique = list(dict.fromkeys(k for plan in plans for _, _, keys in plan for k in keys))
-    values = dict(zip(unique, await store.get_many(unique), strict=True))
-    firsts = await store.add_once_many([f"{NAMESPACE}:seen:{p[0]}" for p in payments], TTL_S)
+    counts = [_counts(merchant_id, livemode, facts) for _, merchant_id, livemode, facts in payments]
+    marks = [f"{NAMESPACE}:seen:{p[0]}" for p in payments]
+    read, firsts = await store.read_and_count(
+        unique, list(zip(marks, counts, strict=True)), TTL_S, TTL_S
+    )
+    values = dict(zip(unique, read, strict=True))
     found: list[dict[str, int]] = []
-    updates: dict[str, int] = {}
-    for (_, merchant_id, livemode, facts), plan, first in zip(payments, plans, firsts, strict=True):
+    for payment, plan, first, added in zip(payments, plans, firsts, counts, strict=True):
+        facts = payment[3]
         out = {name: sum(values[k] for k in keys) for name, _, keys in plan}
         if first:
-            for key, amount in _counts(merchant_id, livemode, facts):
-                updates[key] = updates.get(key, 0) + amount
+            for key, amount in added:
                 if key in values:  # a later payment of the batch reads it
                     values[key] += amount
         else:
@@ -61,8 +65,6 @@ async def observe_many(store: CounterStore, payments: Sequence[Observed]) -> lis
             for name, metric, _ in plan:
                 out[name] = max(0, out[name] - (1 if metric == "count" else facts.amount))
         found.append(out)
-    if updates:
-        await store.incr_many(list(updates.items()), TTL_S)
     return found
 
 
