@@ -141,17 +141,22 @@ async def test_every_row_goes_in_one_statement_of_one_shape_on_postgresql(db: Da
                         )
         return sent
 
-    one, five = await write(1), await write(5)
+    one, two, five = await write(1), await write(2), await write(5)
     if db.is_sqlite:
-        assert len(one) == len(five) == 2  # a call into the library each: nothing to save
+        assert len(one) == len(two) == len(five) == 2  # a call into the library each
     else:
-        assert len(one) == len(five) == 1 and one[0].lstrip().upper().startswith("WITH")
-        assert one == five  # the same statement (and prepared form) for any number of rows
-    assert await count(db, parents) == 6 and await count(db, children) == 6
+        for sent in (one, two, five):
+            assert len(sent) == 1 and sent[0].lstrip().upper().startswith("WITH")
+        assert two == five  # the same statement (and prepared form) for any number of rows
+        # A row a table: the same statement with plain values, no arrays to send.
+        assert "unnest" in two[0] and "unnest" not in one[0]
+    assert await count(db, parents) == 8 and await count(db, children) == 8
 
 
-async def test_each_kind_of_value_is_kept_as_given(db: Database) -> None:
-    # JSON, bytes, floats, flags, big integers and NULLs go through the arrays unchanged.
+@pytest.mark.parametrize("per_block", [3, 1], ids=["arrays", "one-row-values"])
+async def test_each_kind_of_value_is_kept_as_given(db: Database, per_block: int) -> None:
+    # JSON, bytes, floats, flags, big integers and NULLs go through the arrays, or as plain
+    # values when a block has one row a table, unchanged.
     rows = [
         {
             "id": "v0",
@@ -181,19 +186,22 @@ async def test_each_kind_of_value_is_kept_as_given(db: Database) -> None:
             "note": "text, with 'quotes' and {braces}",
         },
     ]
-    async with db.transaction() as conn, deferred.deferred(conn):
-        await deferred.insert(conn, values, rows)
-        await deferred.insert(conn, parents, {"id": "p"})
+    for start in range(0, len(rows), per_block):
+        async with db.transaction() as conn, deferred.deferred(conn):
+            await deferred.insert(conn, values, rows[start : start + per_block])
+            await deferred.insert(conn, parents, {"id": f"p{start}"})
     async with db.read() as conn:
         kept = [dict(r) for r in (await conn.execute(sa.select(values))).mappings()]
     assert sorted(kept, key=lambda r: r["id"]) == rows
 
 
-async def test_a_broken_key_in_the_one_statement_fails_it_whole(db: Database) -> None:
+@pytest.mark.parametrize("rows", [1, 2], ids=["one-row-values", "arrays"])
+async def test_a_broken_key_in_the_one_statement_fails_it_whole(db: Database, rows: int) -> None:
     with pytest.raises(sa.exc.IntegrityError):
         async with db.transaction() as conn, deferred.deferred(conn):
-            await deferred.insert(conn, parents, {"id": "orphaned"})
-            await deferred.insert(conn, children, {"id": "lost", "parent_id": "nobody"})
+            for i in range(rows):
+                await deferred.insert(conn, parents, {"id": f"orphaned{i}"})
+                await deferred.insert(conn, children, {"id": f"lost{i}", "parent_id": "nobody"})
     assert await count(db, parents) == 0 and await count(db, children) == 0
 
 
