@@ -132,6 +132,9 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
     # Each transaction's log entries go in one statement (`deferred`), not one per entry: an
     # insert of their own on SQLite, in the one statement of every table on PostgreSQL.
     assert len([s for s in seen if "INSERT INTO transaction_log" in s]) == 2
+    # The decisions' four attempts too: with the first transaction's other rows, before the
+    # bank calls that follow its commit.
+    assert len([s for s in seen if "INSERT INTO bank_attempts" in s]) == 1
     outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
     assert outcomes == ["succeeded", "failed", "succeeded", "succeeded"]
     for pid, status in zip(pids, outcomes, strict=True):

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate.ids import new_id, now_s
+from paygate.platform.db import deferred
 from paygate.platform.db.tables import bank_attempts
 
 OPEN = ("pending", "unknown")
@@ -41,9 +42,12 @@ async def create(
     refund_id: str | None = None,
     lease_s: float = LEASE_S,
     ref_suffix: str | None = None,
+    defer: bool = False,
 ) -> dict[str, Any]:
     """Record an attempt before its bank call. `ref_suffix` names a refund that has no refund
-    object (the reversal of a sale that landed after its payment failed)."""
+    object (the reversal of a sale that landed after its payment failed). `defer`: the row
+    goes with the `deferred` block `conn` is in (nothing in its transaction reads it back; the
+    bank call follows the commit)."""
     now = now_s()
     row = {
         "id": new_id("att"),
@@ -60,7 +64,10 @@ async def create(
         "created": now,
         "updated": now,
     }
-    await conn.execute(bank_attempts.insert(), row)
+    if defer:
+        await deferred.insert(conn, bank_attempts, row)
+    else:
+        await conn.execute(bank_attempts.insert(), row)
     return row
 
 

@@ -173,6 +173,7 @@ class Processor:
             operation="sale" if sale else "authorize",
             amount=row["amount"],
             currency=row["currency"],
+            defer=True,  # in the batch's one insert (`on_decisions`)
         )
 
     # Driving attempts
