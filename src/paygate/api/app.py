@@ -13,7 +13,7 @@ from paygate import __version__
 from paygate.api import errors, health, openapi
 from paygate.api.limits import BodyLimit, NoNul
 from paygate.api.metering import MetricsMiddleware
-from paygate.api.prefer import MOVING_EVENTS
+from paygate.api.prefer import SETTLING_EVENTS
 from paygate.config import Settings, get_settings
 from paygate.customers.routes import router as customers_router
 from paygate.edge import apikeys, audit, tokens
@@ -119,7 +119,7 @@ def create_app(
             from paygate.platform.nats_bus import connect_bus
 
             bus = await connect_bus(settings.bus_url, settings.namespace)
-            await bus.watch(rt.changed_elsewhere, skip=MOVING_EVENTS)
+            await bus.watch(rt.changed_elsewhere, types=SETTLING_EVENTS)
             rt.bus, rt.hears_every_change = bus, True
         if settle_heap:
             heap.settle()

@@ -22,10 +22,11 @@ MAX_WAIT_S = 30.0
 # the embedded default) for a change made by another API request, which wakes no waiter.
 POLL_S = 0.2
 HEARD_POLL_S = 1.0
-# Events after which their object is still on its way (pending, processing): hearing one wakes
-# no waiter.
-MOVING_EVENTS = frozenset(
-    {"payment.created", "payment.fraud_assessed", "payment.processing", "refund.created"}
+# The events after which a waiter's object may rest: a payment's move to a resting status, a
+# refund's outcome. A scale-out API process hears only these (NatsBus.watch); any other change
+# a waiter's next look finds, at most `HEARD_POLL_S` later.
+SETTLING_EVENTS = frozenset(
+    {f"payment.{status}" for status in RESTING} | {"refund.succeeded", "refund.failed"}
 )
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 

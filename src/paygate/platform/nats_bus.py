@@ -145,27 +145,23 @@ class NatsBus:
     async def ping(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
-    async def watch(
-        self, changed: Callable[[str], None], *, skip: frozenset[str] = frozenset()
-    ) -> None:
-        """Call `changed(object_id)` for every event the relays publish from now on, but those
-        of the types in `skip`: a plain (at-most-once) subscription beside the streams, which is
-        how an API process hears of the changes the workers commit. Nothing depends on hearing
-        all of them."""
+    async def watch(self, changed: Callable[[str], None], *, types: Iterable[str]) -> None:
+        """Call `changed(object_id)` for every event of `types` the relays publish from now on:
+        a plain (at-most-once) subscription beside the streams, which is how an API process
+        hears of the changes the workers commit. Only those types reach this process (one
+        subject each), so that it does not read every event of the pipeline to find the few it
+        wants. Nothing depends on hearing all of them."""
         if self._nc is None:
             raise RuntimeError("NatsBus.connect() first")
-        skipped = {subject(t, self.prefix) for t in skip}
 
         async def heard(msg: Msg) -> None:
-            if msg.subject in skipped:
-                return
             try:
                 changed(str(orjson.loads(msg.data)["data"]["object"]["id"]))
             except (ValueError, KeyError, TypeError):
                 return  # not an event of ours: nothing to wake
 
-        for domain in DOMAINS:
-            await self._nc.subscribe(f"{self.prefix}.{domain}.>", cb=heard)
+        for event_type in sorted(set(types)):
+            await self._nc.subscribe(subject(event_type, self.prefix), cb=heard)
         # "From now on" is from this return: a flush's PING/PONG round trip comes back once the
         # server has the subscriptions. nats-py writes a flush's PING at once, ahead of commands
         # still queued for its flusher task (the SUBs), so the first flush only lets the flusher
