@@ -235,3 +235,55 @@ async def test_on_sqlite_the_rows_go_to_the_driver_past_sqlalchemy_s_execution(
         ),
     ]
     assert await count(db, parents) == 2 and await count(db, children) == 1
+
+
+async def _ids(db: Database, table: sa.Table) -> set[str]:
+    async with db.read() as conn:
+        return set((await conn.execute(sa.select(table.c.id))).scalars())
+
+
+async def test_deletes_wait_for_the_blocks_end_and_go_with_its_inserts(db: Database) -> None:
+    async with db.transaction() as conn:
+        await deferred.insert(conn, parents, [{"id": f"old{i}"} for i in range(4)])
+    with statements(db) as sent:
+        async with db.transaction() as conn:
+            async with deferred.deferred(conn):
+                await deferred.delete(conn, parents, "id", "old0")
+                await deferred.delete(conn, parents, "id", "old2")
+                await deferred.insert(conn, parents, {"id": "new"})
+                # Not yet: the block's own reads still find the row.
+                assert await conn.scalar(sa.select(parents.c.id).where(parents.c.id == "old0"))
+            writes = [s for s in sent if not s.startswith("SELECT")]
+            if db.is_sqlite:  # one delete for both keys, then the insert
+                assert [s.split()[0].upper() for s in writes] == ["DELETE", "INSERT"]
+            else:  # one statement: the delete a WITH of the insert
+                assert len(writes) == 1 and "DELETE FROM deferred_parents" in writes[0]
+    assert await _ids(db, parents) == {"old1", "old3", "new"}
+
+
+@pytest.mark.parametrize("rows", [1, 2], ids=["one-row-values", "arrays"])
+async def test_a_deferred_delete_never_reaches_the_blocks_own_rows(db: Database, rows: int) -> None:
+    """On both databases: the delete sees the rows from before the block's end."""
+    async with db.transaction() as conn, deferred.deferred(conn):
+        for i in range(rows):
+            await deferred.insert(conn, parents, {"id": f"p{i}"})
+        await deferred.delete(conn, parents, "id", "p0")
+    assert await _ids(db, parents) == {f"p{i}" for i in range(rows)}
+
+
+async def test_an_inner_block_that_raises_drops_its_deletes(db: Database) -> None:
+    async with db.transaction() as conn:
+        await deferred.insert(conn, parents, [{"id": "a"}, {"id": "b"}, {"id": "c"}])
+    async with db.transaction() as conn, deferred.deferred(conn):
+        await deferred.delete(conn, parents, "id", "a")
+        with pytest.raises(RuntimeError):
+            async with deferred.deferred(conn):
+                await deferred.delete(conn, parents, "id", "b")
+                await deferred.delete(conn, children, "id", "nothing")
+                raise RuntimeError("refused")
+    assert await _ids(db, parents) == {"b", "c"}
+    # Outside a block, a delete goes at once.
+    async with db.transaction() as conn:
+        await deferred.delete(conn, parents, "id", "c")
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(parents)) == 1
+    assert await _ids(db, parents) == {"b"}

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from paygate.connectors import PaymentRequest
 from paygate.ledger.models import Pricing
 from paygate.ledger.tables import balance_transactions
+from paygate.platform.db.tables import vault_cvcs
 from paygate.processor import answers
 from paygate.processor.service import Processor
 from paygate.runtime import Runtime
@@ -135,6 +136,14 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
     # The decisions' four attempts too: with the first transaction's other rows, before the
     # bank calls that follow its commit.
     assert len([s for s in seen if "INSERT INTO bank_attempts" in s]) == 1
+    # The answers' four CVCs are destroyed together: on PostgreSQL in the answers' one insert,
+    # on SQLite in one delete of their own.
+    destroyed = [s for s in seen if "DELETE FROM vault_cvcs" in s]
+    assert len(destroyed) == 1
+    assert destroyed[0].startswith("DELETE" if runtime.db.is_sqlite else "WITH")
+    async with runtime.db.read() as conn:
+        kept = (await conn.execute(sa.select(vault_cvcs.c.payment_id))).scalars().all()
+    assert not set(kept) & set(pids)
     outcomes = [(await payment_of(client, auth, pid))["status"] for pid in pids]
     assert outcomes == ["succeeded", "failed", "succeeded", "succeeded"]
     for pid, status in zip(pids, outcomes, strict=True):

@@ -62,7 +62,6 @@ _PAYMENT_CARDS = (
 _CVCS = sa.select(vault_cvcs).where(
     vault_cvcs.c.payment_id.in_(sa.bindparam("match_payments", expanding=True))
 )
-_DESTROY_CVC = vault_cvcs.delete().where(vault_cvcs.c.payment_id == sa.bindparam("match_payment"))
 
 
 async def reveal_payment_cards(
@@ -127,8 +126,10 @@ async def read_cvc(conn: AsyncConnection, keyring: Keyring, payment_id: str) -> 
 
 
 async def destroy_cvc(conn: AsyncConnection, payment_id: str) -> None:
-    """Delete the CVC and its data key together: from then on it cannot be recovered."""
-    await conn.execute(_DESTROY_CVC, {"match_payment": payment_id})
+    """Delete the CVC and its data key together: once committed it cannot be recovered. Inside
+    a `deferred` block the delete goes with the block's inserts (the processor's answers: on
+    PostgreSQL in their one statement), so the block must not read the CVC after this."""
+    await deferred.delete(conn, vault_cvcs, "payment_id", payment_id)
 
 
 async def destroy_expired_cvcs(conn: AsyncConnection) -> int:

@@ -1,4 +1,5 @@
-"""Inserts of a transaction that covers many payments, sent together at the end of its block.
+"""Inserts (and deletes) of a transaction that covers many payments, sent together at the end of
+its block.
 
 A consumer that applies a batch (the processor's decisions and answers, the fraud worker's
 assessments) writes, per payment, rows that nothing in the same transaction reads back: the
@@ -17,6 +18,12 @@ one payment), the same statement takes plain values instead of arrays, which cos
 (a second form, also built once). A foreign key between them is checked at the statement's end,
 when every row is in.
 
+`delete(conn, table, column, key)` keeps a key the same way: the block's end deletes every
+row of that table whose column holds one of its keys, on PostgreSQL as a `WITH` of the same
+statement (`DELETE … WHERE column = ANY(:keys)`), on SQLite before the inserts. Either way a
+deferred delete sees what the transaction held before the block's end, never the block's own
+inserts.
+
 Only rows that the rest of the transaction does not read may be deferred; a constraint that one
 of them breaks is then reported at the block's end, for the whole batch (whose caller applies
 each payment alone after a failed batch).
@@ -27,6 +34,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -38,42 +46,67 @@ from sqlalchemy.types import TypeDecorator
 from paygate.platform.db import sqlite_inline
 
 # Rows waiting, by connection, then by table and column set (each multi-row insert names one set
-# of columns), in the order first written.
-_Waiting = dict[tuple[sa.Table, frozenset[str]], list[Mapping[str, Any]]]
-_waiting: WeakKeyDictionary[AsyncConnection, _Waiting] = WeakKeyDictionary()
+# of columns), in the order first written; and the keys of the rows to delete, by table and
+# column.
+_Rows = dict[tuple[sa.Table, frozenset[str]], list[Mapping[str, Any]]]
+_Deletes = dict[tuple[sa.Table, str], list[Any]]
+
+
+@dataclass
+class _Block:
+    rows: _Rows = field(default_factory=dict)
+    deletes: _Deletes = field(default_factory=dict)
+
+
+_waiting: WeakKeyDictionary[AsyncConnection, _Block] = WeakKeyDictionary()
 
 
 @asynccontextmanager
 async def deferred(conn: AsyncConnection) -> AsyncIterator[None]:
-    """Keep `insert`'s rows on `conn` until the block ends, then send them. Inside another
-    block, the outer one sends them; if this one raises, its rows are dropped (as a savepoint
-    around it rolls back the statements it sent)."""
+    """Keep `insert`'s rows and `delete`'s keys on `conn` until the block ends, then send them.
+    Inside another block, the outer one sends them; if this one raises, what it added is
+    dropped (as a savepoint around it rolls back the statements it sent)."""
     outer = _waiting.get(conn)
     if outer is not None:
-        mark = {key: len(rows) for key, rows in outer.items()}
+        marks = _marks(outer.rows), _marks(outer.deletes)
         try:
             yield
         except BaseException:
-            for key in list(outer):
-                if key in mark:
-                    del outer[key][mark[key] :]
-                else:
-                    del outer[key]
+            _drop_since(outer.rows, marks[0])
+            _drop_since(outer.deletes, marks[1])
             raise
         return
-    waiting: _Waiting = {}
-    _waiting[conn] = waiting
+    block = _Block()
+    _waiting[conn] = block
     try:
         yield
-        await _send(conn, waiting)
+        await _send(conn, block)
     finally:
         del _waiting[conn]
 
 
-async def _send(conn: AsyncConnection, waiting: _Waiting) -> None:
-    if not waiting:
+def _marks(waiting: Mapping[Any, list[Any]]) -> dict[Any, int]:
+    return {key: len(items) for key, items in waiting.items()}
+
+
+def _drop_since(waiting: dict[Any, list[Any]], marks: dict[Any, int]) -> None:
+    """Drop what was added to `waiting` since `marks` were taken."""
+    for key in list(waiting):
+        if key in marks:
+            del waiting[key][marks[key] :]
+        else:
+            del waiting[key]
+
+
+async def _send(conn: AsyncConnection, block: _Block) -> None:
+    waiting, deletes = block.rows, block.deletes
+    if not waiting and not deletes:
         return
     if conn.dialect.name != "postgresql":  # SQLite: a call into the library each, no round trip
+        # The deletes first: on PostgreSQL they see what the transaction held before the
+        # block's end, never the block's own rows, and so they do here.
+        for (table, column), matched in deletes.items():
+            await conn.execute(_delete_in(table, column), {"match_keys": matched})
         straight = isinstance(conn, sqlite_inline.InlineConnection) and not conn.sync_engine.echo
         for (table, keys), rows in waiting.items():
             if straight:  # to the driver, past SQLAlchemy's execution (`insert_rows`)
@@ -82,45 +115,42 @@ async def _send(conn: AsyncConnection, waiting: _Waiting) -> None:
                 await conn.execute(_plain(table), rows)
         return
     shape = tuple((table, tuple(sorted(columns))) for table, columns in waiting)
-    if all(len(rows) == 1 for rows in waiting.values()):
-        # A row a table (an API write, a batch of one payment): plain values, no arrays.
-        single = _single.get(shape)
-        if single is None:
-            single = _single[shape] = _build_single(shape)
-        await conn.execute(
-            single,
-            {
-                f"w{i}_{column}": rows[0][column]
-                for i, ((_, columns), rows) in enumerate(zip(shape, waiting.values(), strict=True))
-                for column in columns
-            },
-        )
-        return
-    built = _together.get(shape)
+    # A row a table (an API write, a batch of one payment): plain values, no arrays.
+    single = all(len(rows) == 1 for rows in waiting.values())
+    key = (single, tuple(deletes), shape)
+    built = _together.get(key)
     if built is None:
-        built = _together[shape] = _build(shape, conn.dialect)
+        built = _together[key] = _build(*key, conn.dialect)
     statement, encoders = built
-    params = {}
+    params: dict[str, Any] = {f"d{i}": matched for i, matched in enumerate(deletes.values())}
     for i, ((_, columns), rows) in enumerate(zip(shape, waiting.values(), strict=True)):
         for column in columns:
             name = f"w{i}_{column}"
+            if single:
+                params[name] = rows[0][column]
+                continue
             encode = encoders.get(name)
             column_values = [row[column] for row in rows]
             params[name] = [encode(v) for v in column_values] if encode else column_values
     await conn.execute(statement, params)
 
 
-# The one-statement inserts by shape (tables and columns, in order), built once: a statement
-# built per call costs its cache key each time (docs/performance.md). With each, the encoders of
-# its columns of a decorated type (JSON): their values are encoded before they go into an array,
-# where a JSON list would otherwise read as one more dimension of it.
+# The one-statement writes by shape (whether every table has one row, the deletes' tables and
+# columns, the inserts' tables and columns, in order), built once: a statement built per call
+# costs its cache key each time (docs/performance.md). With each, the encoders of its columns
+# of a decorated type (JSON): their values are encoded before they go into an array, where a
+# JSON list would otherwise read as one more dimension of it. One row a table takes a value a
+# column instead of arrays, which cost SQLAlchemy's array processing and asyncpg's check of
+# each element: about 120 µs of the client's CPU for five tables of 14 columns
+# (docs/performance.md); an API write sends one row a table.
 _Shape = tuple[tuple[sa.Table, tuple[str, ...]], ...]
 _Encoders = dict[str, Callable[[Any], Any]]
-_together: dict[_Shape, tuple[sa.Insert, _Encoders]] = {}
-# The same statement for one row a table, with a value a column: an array costs SQLAlchemy's
-# array processing and asyncpg's check of each element, about 120 µs of the client's CPU for
-# five tables of 14 columns (docs/performance.md); an API write sends one row a table.
-_single: dict[_Shape, sa.Insert] = {}
+_together: dict[tuple[bool, tuple[tuple[sa.Table, str], ...], _Shape], tuple[Any, _Encoders]] = {}
+
+
+@functools.cache
+def _delete_in(table: sa.Table, column: str) -> sa.Delete:
+    return table.delete().where(table.c[column].in_(sa.bindparam("match_keys", expanding=True)))
 
 
 @functools.cache
@@ -130,23 +160,28 @@ def _plain(table: sa.Table) -> sa.Insert:
     return table.insert()
 
 
-def _build_single(shape: _Shape) -> sa.Insert:
-    """`WITH w0 AS (INSERT INTO t0 (a, b) VALUES (:w0_a, :w0_b)), … INSERT INTO tn …`, each
-    value through its column's type as in any insert."""
-    inserts = [
-        table.insert().values({c: sa.bindparam(f"w{i}_{c}", type_=table.c[c].type) for c in cols})
-        for i, (table, cols) in enumerate(shape)
-    ]
-    *first, last = inserts
-    return last.add_cte(*(insert.cte(f"w{i}") for i, insert in enumerate(first)))
-
-
-def _build(shape: _Shape, dialect: sa.Dialect) -> tuple[sa.Insert, _Encoders]:
-    """`WITH w0 AS (INSERT INTO t0 (a, b) SELECT unnest(:w0_a), unnest(:w0_b)), … INSERT INTO
-    tn …`: the arrays of one table are of one length, and unnest walks them side by side."""
+def _build(
+    single: bool, deletes: tuple[tuple[sa.Table, str], ...], shape: _Shape, dialect: sa.Dialect
+) -> tuple[Any, _Encoders]:
+    """`WITH d0 AS (DELETE FROM t WHERE k = ANY(:d0)), …, w0 AS (INSERT INTO t0 (a, b) SELECT
+    unnest(:w0_a), unnest(:w0_b)), … INSERT INTO tn …`: the arrays of one table are of one
+    length, and unnest walks them side by side. `single`: `VALUES (:w0_a, :w0_b)` instead,
+    each value through its column's type as in any insert."""
     encoders: _Encoders = {}
-    inserts = []
+    statements: list[Any] = [
+        table.delete().where(
+            table.c[column]
+            == sa.any_(sa.bindparam(f"d{i}", type_=postgresql.ARRAY(table.c[column].type)))
+        )
+        for i, (table, column) in enumerate(deletes)
+    ]
+    names = [f"d{i}" for i in range(len(deletes))]
     for i, (table, columns) in enumerate(shape):
+        names.append(f"w{i}")
+        if single:
+            values = {c: sa.bindparam(f"w{i}_{c}", type_=table.c[c].type) for c in columns}
+            statements.append(table.insert().values(values))
+            continue
         arrays = []
         for c in columns:
             kind = table.c[c].type
@@ -154,9 +189,10 @@ def _build(shape: _Shape, dialect: sa.Dialect) -> tuple[sa.Insert, _Encoders]:
                 encoders[f"w{i}_{c}"] = functools.partial(kind.process_bind_param, dialect=dialect)
                 kind = kind.impl_instance
             arrays.append(sa.func.unnest(sa.bindparam(f"w{i}_{c}", type_=postgresql.ARRAY(kind))))
-        inserts.append(table.insert().from_select(list(columns), sa.select(*arrays)))
-    *first, last = inserts
-    return last.add_cte(*(insert.cte(f"w{i}") for i, insert in enumerate(first))), encoders
+        statements.append(table.insert().from_select(list(columns), sa.select(*arrays)))
+    *first, last = statements
+    ctes = [statement.cte(name) for statement, name in zip(first, names[:-1], strict=True)]
+    return last.add_cte(*ctes), encoders
 
 
 async def insert(
@@ -164,9 +200,21 @@ async def insert(
 ) -> None:
     """Insert `rows` (one row or several) now, or at the end of the `deferred` block `conn` is
     in."""
-    waiting = _waiting.get(conn)
-    if waiting is None:
+    block = _waiting.get(conn)
+    if block is None:
         await conn.execute(_plain(table), rows if isinstance(rows, Mapping) else list(rows))
         return
     for row in [rows] if isinstance(rows, Mapping) else rows:
-        waiting.setdefault((table, frozenset(row)), []).append(row)
+        block.rows.setdefault((table, frozenset(row)), []).append(row)
+
+
+async def delete(conn: AsyncConnection, table: sa.Table, column: str, key: Any) -> None:
+    """Delete the rows of `table` whose `column` is `key` now, or at the end of the `deferred`
+    block `conn` is in, with its inserts (on PostgreSQL in their one statement). A deferred
+    delete sees the rows the transaction held before the block's end, never the block's own
+    inserts; nothing in the transaction may read the rows after it."""
+    block = _waiting.get(conn)
+    if block is None:
+        await conn.execute(_delete_in(table, column), {"match_keys": [key]})
+        return
+    block.deletes.setdefault((table, column), []).append(key)
