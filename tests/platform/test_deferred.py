@@ -287,3 +287,71 @@ async def test_an_inner_block_that_raises_drops_its_deletes(db: Database) -> Non
         await deferred.delete(conn, parents, "id", "c")
         assert await conn.scalar(sa.select(sa.func.count()).select_from(parents)) == 1
     assert await _ids(db, parents) == {"b"}
+
+
+VALUES_ROW = {"body": {}, "blob": b"", "rate": 0.0, "flag": False, "big": 0, "note": None}
+
+
+async def _values(db: Database) -> dict[str, dict[str, object]]:
+    async with db.read() as conn:
+        return {r["id"]: dict(r) for r in (await conn.execute(sa.select(values))).mappings()}
+
+
+@pytest.mark.parametrize("keys", [1, 3], ids=["one-row-values", "arrays"])
+async def test_updates_wait_for_the_blocks_end_merged_a_row(db: Database, keys: int) -> None:
+    ids = [f"v{i}" for i in range(keys)]
+    async with db.transaction() as conn:
+        await deferred.insert(conn, values, [{"id": i, **VALUES_ROW} for i in ids])
+    with statements(db) as sent:
+        async with db.transaction() as conn:
+            async with deferred.deferred(conn):
+                for n, i in enumerate(ids):
+                    await deferred.update(conn, values, "id", i, {"big": 2**62 + n, "rate": 0.5})
+                    # A second update of the row: its values over the first's, the rest kept.
+                    body = {"n": n, "list": [1, None]}
+                    await deferred.update(conn, values, "id", i, {"rate": -1.5, "body": body})
+                await deferred.insert(conn, parents, {"id": "p"})
+                assert await conn.scalar(sa.select(values.c.big).where(values.c.id == "v0")) == 0
+            writes = [s for s in sent if not s.startswith("SELECT")]
+            if db.is_sqlite:  # one update for the rows of one set of columns, then the insert
+                assert [s.split()[0].upper() for s in writes] == ["UPDATE", "INSERT"]
+            else:
+                assert len(writes) == 1 and "UPDATE deferred_values" in writes[0]
+                assert ("unnest" in writes[0]) == (keys > 1)
+    kept = await _values(db)
+    for n, i in enumerate(ids):
+        assert kept[i] == {
+            **VALUES_ROW,
+            "id": i,
+            "big": 2**62 + n,
+            "rate": -1.5,
+            "body": {"n": n, "list": [1, None]},
+        }
+
+
+async def test_an_inner_block_that_raises_drops_its_updates(db: Database) -> None:
+    async with db.transaction() as conn:
+        await deferred.insert(conn, values, [{"id": i, **VALUES_ROW} for i in ("a", "b")])
+    async with db.transaction() as conn, deferred.deferred(conn):
+        await deferred.update(conn, values, "id", "a", {"big": 1})
+        with pytest.raises(RuntimeError):
+            async with deferred.deferred(conn):
+                await deferred.update(conn, values, "id", "a", {"big": 2, "note": "x"})
+                await deferred.update(conn, values, "id", "b", {"big": 3})
+                raise RuntimeError("refused")
+    kept = await _values(db)
+    assert (kept["a"]["big"], kept["a"]["note"], kept["b"]["big"]) == (1, None, 0)
+    # Outside a block, an update goes at once.
+    async with db.transaction() as conn:
+        await deferred.update(conn, values, "id", "b", {"note": "now"})
+        assert await conn.scalar(sa.select(values.c.note).where(values.c.id == "b")) == "now"
+
+
+async def test_a_deferred_update_refuses_its_blocks_own_rows_and_its_key(db: Database) -> None:
+    async with db.transaction() as conn, deferred.deferred(conn):
+        await deferred.insert(conn, values, {"id": "new", **VALUES_ROW})
+        with pytest.raises(ValueError, match="its own block inserts"):
+            await deferred.update(conn, values, "id", "new", {"big": 1})
+        with pytest.raises(ValueError, match="key column"):
+            await deferred.update(conn, values, "id", "other", {"id": "renamed"})
+    assert set(await _values(db)) == {"new"}

@@ -138,6 +138,8 @@ async def test_answers_that_come_back_together_are_applied_in_one_transaction(
     assert len([s for s in seen if "INSERT INTO bank_attempts" in s]) == 1
     # The answers' four CVCs are destroyed together: on PostgreSQL in the answers' one insert,
     # on SQLite in one delete of their own.
+    # Their attempts' outcomes too (on SQLite one update for the four).
+    assert len([s for s in seen if "UPDATE bank_attempts" in s]) == 1
     destroyed = [s for s in seen if "DELETE FROM vault_cvcs" in s]
     assert len(destroyed) == 1
     assert destroyed[0].startswith("DELETE" if runtime.db.is_sqlite else "WITH")

@@ -151,8 +151,8 @@ async def due(
     return list((await conn.execute(query)).scalars().all())
 
 
-_UPDATE = bank_attempts.update().where(bank_attempts.c.id == sa.bindparam("match_id"))
-
-
 async def update(conn: AsyncConnection, attempt_id: str, **values: Any) -> None:
-    await conn.execute(_UPDATE, {**values, "updated": now_s(), "match_id": attempt_id})
+    """Set `values` on an attempt: inside a `deferred` block (the processor's answers) with the
+    block's other writes, at its end, so nothing in that transaction may read the attempt
+    after this (the answers read their attempts first, under their payments' locks)."""
+    await deferred.update(conn, bank_attempts, "id", attempt_id, {**values, "updated": now_s()})

@@ -50,12 +50,16 @@ from paygate.platform.db import sqlite_inline
 # column.
 _Rows = dict[tuple[sa.Table, frozenset[str]], list[Mapping[str, Any]]]
 _Deletes = dict[tuple[sa.Table, str], list[Any]]
+# Updates by table and key column, then by key: the values to set, later ones merged over
+# earlier ones (what running them in turn would leave).
+_Updates = dict[tuple[sa.Table, str], dict[Any, dict[str, Any]]]
 
 
 @dataclass
 class _Block:
     rows: _Rows = field(default_factory=dict)
     deletes: _Deletes = field(default_factory=dict)
+    updates: _Updates = field(default_factory=dict)
 
 
 _waiting: WeakKeyDictionary[AsyncConnection, _Block] = WeakKeyDictionary()
@@ -69,11 +73,16 @@ async def deferred(conn: AsyncConnection) -> AsyncIterator[None]:
     outer = _waiting.get(conn)
     if outer is not None:
         marks = _marks(outer.rows), _marks(outer.deletes)
+        updates = {
+            where: {k: dict(v) for k, v in keyed.items()} for where, keyed in outer.updates.items()
+        }
         try:
             yield
         except BaseException:
             _drop_since(outer.rows, marks[0])
             _drop_since(outer.deletes, marks[1])
+            outer.updates.clear()
+            outer.updates.update(updates)
             raise
         return
     block = _Block()
@@ -98,34 +107,64 @@ def _drop_since(waiting: dict[Any, list[Any]], marks: dict[Any, int]) -> None:
             del waiting[key]
 
 
+def _update_groups(
+    updates: _Updates,
+) -> dict[tuple[sa.Table, str, tuple[str, ...]], list[dict[str, Any]]]:
+    """The waiting updates as rows (the key column and the columns set) grouped by table, key
+    column and set of columns: each group is one statement."""
+    groups: dict[tuple[sa.Table, str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for (table, column), keyed in updates.items():
+        for key, values in keyed.items():
+            groups.setdefault((table, column, tuple(sorted(values))), []).append(
+                {column: key, **values}
+            )
+    return groups
+
+
 async def _send(conn: AsyncConnection, block: _Block) -> None:
-    waiting, deletes = block.rows, block.deletes
-    if not waiting and not deletes:
+    waiting, deletes, updates = block.rows, block.deletes, _update_groups(block.updates)
+    if not waiting and not deletes and not updates:
         return
     if conn.dialect.name != "postgresql":  # SQLite: a call into the library each, no round trip
-        # The deletes first: on PostgreSQL they see what the transaction held before the
-        # block's end, never the block's own rows, and so they do here.
+        # The deletes and updates first: on PostgreSQL they see what the transaction held
+        # before the block's end, never the block's own rows, and so they do here.
         for (table, column), matched in deletes.items():
             await conn.execute(_delete_in(table, column), {"match_keys": matched})
+        for (table, column, columns), changed in updates.items():
+            sets = [
+                {f"set_{c}": row[c] for c in columns} | {"match_key": row[column]}
+                for row in changed
+            ]
+            await conn.execute(_update_by(table, column, columns), sets)
         straight = isinstance(conn, sqlite_inline.InlineConnection) and not conn.sync_engine.echo
-        for (table, keys), rows in waiting.items():
+        for (table, keys), inserted in waiting.items():
             if straight:  # to the driver, past SQLAlchemy's execution (`insert_rows`)
-                sqlite_inline.insert_rows(conn, table, keys, rows)
+                sqlite_inline.insert_rows(conn, table, keys, inserted)
             else:
-                await conn.execute(_plain(table), rows)
+                await conn.execute(_plain(table), inserted)
         return
     shape = tuple((table, tuple(sorted(columns))) for table, columns in waiting)
     # A row a table (an API write, a batch of one payment): plain values, no arrays.
-    single = all(len(rows) == 1 for rows in waiting.values())
-    key = (single, tuple(deletes), shape)
+    single = all(len(r) == 1 for r in waiting.values()) and all(
+        len(r) == 1 for r in updates.values()
+    )
+    key = (single, tuple(deletes), tuple(updates), shape)
     built = _together.get(key)
     if built is None:
         built = _together[key] = _build(*key, conn.dialect)
     statement, encoders = built
     params: dict[str, Any] = {f"d{i}": matched for i, matched in enumerate(deletes.values())}
-    for i, ((_, columns), rows) in enumerate(zip(shape, waiting.values(), strict=True)):
+    sent: list[tuple[str, tuple[str, ...], Sequence[Mapping[str, Any]]]] = [
+        (f"u{i}", (column, *columns), rows)
+        for i, ((_, column, columns), rows) in enumerate(updates.items())
+    ]
+    sent += [
+        (f"w{i}", columns, rows)
+        for i, ((_, columns), rows) in enumerate(zip(shape, waiting.values(), strict=True))
+    ]
+    for prefix, columns, rows in sent:
         for column in columns:
-            name = f"w{i}_{column}"
+            name = f"{prefix}_{column}"
             if single:
                 params[name] = rows[0][column]
                 continue
@@ -145,12 +184,23 @@ async def _send(conn: AsyncConnection, block: _Block) -> None:
 # (docs/performance.md); an API write sends one row a table.
 _Shape = tuple[tuple[sa.Table, tuple[str, ...]], ...]
 _Encoders = dict[str, Callable[[Any], Any]]
-_together: dict[tuple[bool, tuple[tuple[sa.Table, str], ...], _Shape], tuple[Any, _Encoders]] = {}
+_Deleted = tuple[tuple[sa.Table, str], ...]
+_Updated = tuple[tuple[sa.Table, str, tuple[str, ...]], ...]
+_together: dict[tuple[bool, _Deleted, _Updated, _Shape], tuple[Any, _Encoders]] = {}
 
 
 @functools.cache
 def _delete_in(table: sa.Table, column: str) -> sa.Delete:
     return table.delete().where(table.c[column].in_(sa.bindparam("match_keys", expanding=True)))
+
+
+@functools.cache
+def _update_by(table: sa.Table, column: str, columns: tuple[str, ...]) -> sa.Update:
+    return (
+        table.update()
+        .where(table.c[column] == sa.bindparam("match_key"))
+        .values({c: sa.bindparam(f"set_{c}") for c in columns})
+    )
 
 
 @functools.cache
@@ -161,34 +211,51 @@ def _plain(table: sa.Table) -> sa.Insert:
 
 
 def _build(
-    single: bool, deletes: tuple[tuple[sa.Table, str], ...], shape: _Shape, dialect: sa.Dialect
+    single: bool, deletes: _Deleted, updates: _Updated, shape: _Shape, dialect: sa.Dialect
 ) -> tuple[Any, _Encoders]:
-    """`WITH d0 AS (DELETE FROM t WHERE k = ANY(:d0)), …, w0 AS (INSERT INTO t0 (a, b) SELECT
-    unnest(:w0_a), unnest(:w0_b)), … INSERT INTO tn …`: the arrays of one table are of one
-    length, and unnest walks them side by side. `single`: `VALUES (:w0_a, :w0_b)` instead,
-    each value through its column's type as in any insert."""
+    """`WITH d0 AS (DELETE FROM t WHERE k = ANY(:d0)), …, u0 AS (UPDATE t SET a = v.a FROM
+    (SELECT unnest(:u0_k) AS k, unnest(:u0_a) AS a) AS v WHERE t.k = v.k), …, w0 AS (INSERT
+    INTO t0 (a, b) SELECT unnest(:w0_a), unnest(:w0_b)), … INSERT INTO tn …`: the arrays of one
+    table are of one length, and unnest walks them side by side. `single`: plain values
+    instead (`VALUES (:w0_a, :w0_b)`, `SET a = :u0_a WHERE k = :u0_k`), each through its
+    column's type as in any statement."""
     encoders: _Encoders = {}
+
+    def array(name: str, kind: sa.types.TypeEngine[Any]) -> sa.ColumnElement[Any]:
+        if isinstance(kind, TypeDecorator):
+            encoders[name] = functools.partial(kind.process_bind_param, dialect=dialect)
+            kind = kind.impl_instance
+        return sa.bindparam(name, type_=postgresql.ARRAY(kind))
+
     statements: list[Any] = [
-        table.delete().where(
-            table.c[column]
-            == sa.any_(sa.bindparam(f"d{i}", type_=postgresql.ARRAY(table.c[column].type)))
-        )
+        table.delete().where(table.c[column] == sa.any_(array(f"d{i}", table.c[column].type)))
         for i, (table, column) in enumerate(deletes)
     ]
     names = [f"d{i}" for i in range(len(deletes))]
+    for i, (table, column, columns) in enumerate(updates):
+        names.append(f"u{i}")
+        if single:
+            where = table.c[column] == sa.bindparam(f"u{i}_{column}", type_=table.c[column].type)
+            sets: dict[str, sa.ColumnElement[Any]] = {
+                c: sa.bindparam(f"u{i}_{c}", type_=table.c[c].type) for c in columns
+            }
+        else:
+            rows = sa.select(
+                *(
+                    sa.func.unnest(array(f"u{i}_{c}", table.c[c].type)).label(c)
+                    for c in (column, *columns)
+                )
+            ).subquery(f"v{i}")
+            where = table.c[column] == rows.c[column]
+            sets = {c: rows.c[c] for c in columns}
+        statements.append(table.update().where(where).values(sets))
     for i, (table, columns) in enumerate(shape):
         names.append(f"w{i}")
         if single:
             values = {c: sa.bindparam(f"w{i}_{c}", type_=table.c[c].type) for c in columns}
             statements.append(table.insert().values(values))
             continue
-        arrays = []
-        for c in columns:
-            kind = table.c[c].type
-            if isinstance(kind, TypeDecorator):
-                encoders[f"w{i}_{c}"] = functools.partial(kind.process_bind_param, dialect=dialect)
-                kind = kind.impl_instance
-            arrays.append(sa.func.unnest(sa.bindparam(f"w{i}_{c}", type_=postgresql.ARRAY(kind))))
+        arrays = [sa.func.unnest(array(f"w{i}_{c}", table.c[c].type)) for c in columns]
         statements.append(table.insert().from_select(list(columns), sa.select(*arrays)))
     *first, last = statements
     ctes = [statement.cte(name) for statement, name in zip(first, names[:-1], strict=True)]
@@ -206,6 +273,28 @@ async def insert(
         return
     for row in [rows] if isinstance(rows, Mapping) else rows:
         block.rows.setdefault((table, frozenset(row)), []).append(row)
+
+
+async def update(
+    conn: AsyncConnection, table: sa.Table, column: str, key: Any, values: Mapping[str, Any]
+) -> None:
+    """Set `values` on the row of `table` whose `column` (a unique key) is `key`, now, or at the
+    end of the `deferred` block `conn` is in, with its inserts (on PostgreSQL in their one
+    statement). Updates of one row in a block are merged, later values over earlier ones, as
+    running them in turn would leave it. Like a deferred delete it sees what the transaction
+    held before the block's end, so the row must not be one the block inserts; nothing in the
+    transaction may read the row after it."""
+    if column in values:
+        raise ValueError("the key column is not one of the values it changes: " + column)
+    block = _waiting.get(conn)
+    if block is None:
+        sets = {f"set_{c}": v for c, v in values.items()} | {"match_key": key}
+        await conn.execute(_update_by(table, column, tuple(sorted(values))), sets)
+        return
+    for (waiting_table, _), rows in block.rows.items():
+        if waiting_table is table and any(row.get(column) == key for row in rows):
+            raise ValueError("a deferred update cannot reach a row its own block inserts")
+    block.updates.setdefault((table, column), {}).setdefault(key, {}).update(values)
 
 
 async def delete(conn: AsyncConnection, table: sa.Table, column: str, key: Any) -> None:
