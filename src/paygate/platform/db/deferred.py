@@ -1,5 +1,5 @@
-"""Inserts (and deletes) of a transaction that covers many payments, sent together at the end of
-its block.
+"""Inserts, deletes and updates of a transaction that covers many payments, sent together at the
+end of its block.
 
 A consumer that applies a batch (the processor's decisions and answers, the fraud worker's
 assessments) writes, per payment, rows that nothing in the same transaction reads back: the
@@ -20,8 +20,11 @@ when every row is in.
 
 `delete(conn, table, column, key)` keeps a key the same way: the block's end deletes every
 row of that table whose column holds one of its keys, on PostgreSQL as a `WITH` of the same
-statement (`DELETE … WHERE column = ANY(:keys)`), on SQLite before the inserts. Either way a
-deferred delete sees what the transaction held before the block's end, never the block's own
+statement (`DELETE … WHERE column = ANY(:keys)`), on SQLite before the inserts.
+`update(conn, table, column, key, values)` keeps the values to set on one row by a unique key,
+merged by row: on PostgreSQL a `WITH` of the same statement per set of columns (`UPDATE … FROM`
+the rows' arrays), on SQLite an `executemany` before the inserts. Either way a deferred delete
+or update sees what the transaction held before the block's end, never the block's own
 inserts.
 
 Only rows that the rest of the transaction does not read may be deferred; a constraint that one
