@@ -32,6 +32,9 @@ def reference(payment_id: str, operation: str, refund_id: str | None = None) -> 
     return f"{payment_id}:{operation}:{refund_id}" if refund_id else f"{payment_id}:{operation}"
 
 
+_INSERT = bank_attempts.insert()  # built once: a statement built per call costs its cache key
+
+
 async def create(
     conn: AsyncConnection,
     *,
@@ -66,8 +69,8 @@ async def create(
     }
     if defer:
         await deferred.insert(conn, bank_attempts, row)
-    else:
-        await conn.execute(bank_attempts.insert(), row)
+    else:  # at once, even inside a block: `ensure` reads by reference before it creates
+        await conn.execute(_INSERT, row)
     return row
 
 

@@ -70,9 +70,9 @@ _waiting: WeakKeyDictionary[AsyncConnection, _Block] = WeakKeyDictionary()
 
 @asynccontextmanager
 async def deferred(conn: AsyncConnection) -> AsyncIterator[None]:
-    """Keep `insert`'s rows and `delete`'s keys on `conn` until the block ends, then send them.
-    Inside another block, the outer one sends them; if this one raises, what it added is
-    dropped (as a savepoint around it rolls back the statements it sent)."""
+    """Keep `insert`'s rows, `delete`'s keys and `update`'s values on `conn` until the block
+    ends, then send them. Inside another block, the outer one sends them; if this one raises,
+    what it added is dropped (as a savepoint around it rolls back the statements it sent)."""
     outer = _waiting.get(conn)
     if outer is not None:
         marks = _marks(outer.rows), _marks(outer.deletes)
@@ -177,8 +177,9 @@ async def _send(conn: AsyncConnection, block: _Block) -> None:
     await conn.execute(statement, params)
 
 
-# The one-statement writes by shape (whether every table has one row, the deletes' tables and
-# columns, the inserts' tables and columns, in order), built once: a statement built per call
+# The one-statement writes by shape (whether every table has one row; the deletes' tables and
+# columns, the updates' tables, key columns and columns set, the inserts' tables and columns,
+# in order), built once: a statement built per call
 # costs its cache key each time (docs/performance.md). With each, the encoders of its columns
 # of a decorated type (JSON): their values are encoded before they go into an array, where a
 # JSON list would otherwise read as one more dimension of it. One row a table takes a value a
